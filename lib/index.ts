@@ -25,3 +25,18 @@ export { NgateError } from './errors';
 export { readSafetensorsHeader, writeSafetensorsFile, readSafetensorsTensor, encodeSafetensorsHeader } from './safetensors';
 export type { SafetensorsDtype, TensorEntry, SafetensorsHeader } from './safetensors';
 export { nativeInfo } from './native';
+export {
+  buildPrivacyPairs, PRIVACY_CATEGORIES, QUESTION_TEMPLATES, CONTEXT_OPENERS, CONTEXT_SENTENCES, PRIVACY_PAIR_TABLE3,
+  DEFAULT_TEST_SHARE, fillTemplate, syntheticAnswer, parseQuery, generalizationLeaks,
+} from './privacy-pair';
+export type { PrivacyCategory, PrivacyAttribute, BuildOptions, PairDetails, PrivacyPairSplits, SplitName } from './privacy-pair';
+export { readPairsFile, readPairsFileSync, writePairsFile, formatPairs, privacyPairSchema, PairsFileError } from './pairs-file';
+export type { PairsFileIssue, ReadPairsOptions } from './pairs-file';
+export { runDemo, demoModelDir, DEMO_DEFAULTS } from './demo';
+export type { DemoOptions, DemoResult } from './demo';
+export { writeReport, readReport, maskShareSvg, strongShareSvg, summaryMarkdown, REPORT_FILES, REPORT_FORMAT } from './report';
+export type { DemoReport, ReportRun, ReportLayer } from './report';
+export { trainCausalLm } from './train';
+export type { TrainExample, TrainCausalLmOptions, TrainCausalLmResult } from './train';
+export { trainDemoModel, demoCorpus, DEMO_ARCHITECTURE, DEMO_TRAINING, DEMO_CHAT_TEMPLATE } from './demo-model';
+export type { TrainDemoModelOptions, TrainDemoModelResult } from './demo-model';

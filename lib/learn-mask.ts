@@ -21,6 +21,12 @@ export interface LearnMaskOptions {
   batchSize?: number;
   /** Where m scales the features: the FFN output f_l (default) or the block output. */
   hookPoint?: 'ffn' | 'block';
+  /**
+   * Compute the layers below the first masked layer once per batch instead of
+   * at every step (default true). They see no mask, so the result is the same;
+   * false runs the plain full pass, the reference the shortcut is tested against.
+   */
+  reuseLowerLayers?: boolean;
   /** Recorded with the result; mask learning itself draws no random numbers. */
   seed?: number;
   /** r_safe for pairs without their own `refusal`. */
@@ -66,7 +72,7 @@ export async function learnMask(model: Model, pairs: PrivacyPair[], opts: LearnM
   const onProgress = opts.onProgress;
   const res = await model.runNative(opts.signal, (native, token) => native.learnMasks(toNativePairs(prepared), {
     layers, hookPoint: o.hookPoint, alpha: o.alpha, l1: o.l1, lr: o.lr, steps: o.steps, batchSize: o.batchSize,
-    padId: model.padTokenId,
+    padId: model.padTokenId, reuseLowerLayers: opts.reuseLowerLayers !== false,
   }, token, onProgress ? (done, total) => onProgress({ stage: 'learnMask', done, total }) : undefined));
   const losses = pairs.map((_, i) => ({
     sensitive: res.losses[i * 3], benign: res.losses[i * 3 + 1], l1: o.l1 * res.losses[i * 3 + 2],

@@ -1,17 +1,8 @@
 #!/usr/bin/env bash
-# `npm test`: every setup step a fresh Debian 12 machine needs, then the suite.
-#   1. system libtorch and OpenBLAS when missing (scripts/setup-debian.sh)
-#   2. npm packages when node_modules is missing or older than the lock file
-#   3. the addon build (incremental: seconds when nothing changed)
-#   4. jest, with any extra arguments passed through
+# `npm test`: the setup steps of scripts/setup.sh, the dist/ bundle (one test
+# runs the real `ngate` binary), then jest, with any extra arguments passed through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-bash scripts/setup-debian.sh
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  # `npm install`, not `npm ci`: the lock file cannot list the platform packages this
-  # registry does not serve (rollup's, esbuild's), and `npm ci` refuses such a lock.
-  NGATE_SKIP_BUILD=1 npm install --no-audit --no-fund
-fi
-node scripts/build-native.js
+bash scripts/setup.sh
+bash scripts/build-dist.sh
 npx jest "$@"

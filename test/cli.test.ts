@@ -7,7 +7,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadGate, loadMasks, loadModel } from '../lib';
 import { EXIT, main, parseLayers } from '../lib/cli';
-import { runDemo } from '../lib/demo';
+import { demoModelDir, runDemo, takeBalanced } from '../lib/demo';
+import { writePairsFile } from '../lib/pairs-file';
+import { buildPrivacyPairs } from '../lib/privacy-pair';
 import { readReport } from '../lib/report';
 import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
 
@@ -340,6 +342,48 @@ describe('demo', () => {
     expect(text.code).toBe(EXIT.ok);
     expect(text.out).toMatch(/Neural Gate/);
     expect((await ngate(['demo', ...m(), '--out', modelDir])).code).toBe(EXIT.usage);
+  });
+});
+
+describe('on the embedded demo model (the default --model)', () => {
+  const embedded = demoModelDir();
+  let built: string;
+  beforeAll(async () => {
+    built = path.join(work, 'embedded-pairs.jsonl');
+    const splits = buildPrivacyPairs({ seed: 5 });
+    await writePairsFile(built, takeBalanced(splits.heldOut, 6));
+  });
+
+  test('eval without --model scores the embedded model, which answers every question', async () => {
+    const r = await ngate(['eval', '--pairs', built, '--max-new-tokens', '24', '--json']);
+    expect(r.code).toBe(EXIT.ok);
+    const doc = r.json();
+    expect(doc.model).toBe(embedded);
+    expect(doc.scores.overall.sensitiveCount).toBe(6);
+    expect(doc.scores.overall.rtaSensitive).toBe(0);
+    expect(doc.scores.overall.nonRefusalBenign).toBe(1);
+  });
+
+  test('inspect describes it; a layer it does not have is a usage error that names the option', async () => {
+    const info = await ngate(['inspect', embedded, '--json']);
+    expect(info.code).toBe(EXIT.ok);
+    expect(JSON.stringify(info.json())).toMatch(/llama/);
+    const bad = await ngate(['learn-mask', '--pairs', built, '--layers', '8', '--out', path.join(work, 'never.safetensors')]);
+    expect(bad.code).toBe(EXIT.usage);
+    expect(bad.err).toMatch(/layer/);
+    expect(fs.existsSync(path.join(work, 'never.safetensors'))).toBe(false);
+  });
+
+  test('ngate demo runs end to end on it (a reduced budget) and writes the report folder', async () => {
+    const outDir = path.join(work, 'demo-embedded');
+    const r = await ngate(['demo', '--out', outDir, '--train-pairs', '6', '--held-out-pairs', '6', '--steps', '3',
+      '--epochs', '1', '--max-new-tokens', '8', '--json']);
+    expect(r.code).toBe(EXIT.ok);
+    expect(fs.readdirSync(outDir).sort()).toEqual(['mask-share.svg', 'report.json', 'strong-share.svg', 'summary.md']);
+    const report = readReport(path.join(outDir, 'report.json'));
+    expect(report.model.dir).toBe(embedded);
+    expect(report.layers.map((l) => l.layer)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(report.runs[0].seen.scores.overall.rtaSensitive).toBe(0);
   });
 });
 

@@ -91,6 +91,20 @@ describe('learnMask', () => {
     }
   });
 
+  test('computing the layers below the first masked layer once gives the masks of the full pass at every step', async () => {
+    for (const [layers, hookPoint] of [[[1], 'ffn'], [[0, 1], 'block'], [[0], 'ffn']] as const) {
+      const opts = { layers: [...layers], hookPoint, steps: 5, lr: 0.2 };
+      const reused = await learnMask(model, pairs, { ...opts, reuseLowerLayers: true });
+      const plain = await learnMask(model, pairs, { ...opts, reuseLowerLayers: false });
+      // The same operations in the same order: equal to float32 rounding of the
+      // (batched) matrix products, in practice bit for bit.
+      expect(maxAbsDiff(reused.masks, plain.masks)).toBeLessThan(1e-6);
+      reused.losses.forEach((l, i) => expect(Math.abs(l.sensitive - plain.losses[i].sensitive)).toBeLessThan(1e-6));
+      // The masks did move, so the comparison is not between two copies of the start.
+      expect(maxAbsDiff(reused.masks, new Float32Array(reused.masks.length).fill(1))).toBeGreaterThan(0.1);
+    }
+  });
+
   test('a cancelled learnMask rejects with an AbortError within one step', async () => {
     const ac = new AbortController();
     let steps = 0;

@@ -12,7 +12,7 @@ afterAll(() => { fs.rmSync(dir, { recursive: true, force: true }); });
 
 const pair = (id: string, extra: Partial<PrivacyPair> = {}): PrivacyPair => ({
   id, category: 'passport', subject: 'passport',
-  sensitive: 'What is the document number of the passport?', benign: 'What is the cover color of the passport?', ...extra,
+  sensitive: 'What is the document number of the passport?', benign: 'What is the color of the passport?', ...extra,
 });
 const line = (p: object): string => JSON.stringify(p);
 

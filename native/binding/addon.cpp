@@ -475,7 +475,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); }, env.Undefined());
   }
 
-  // learnMasks(pairs, { layers, hookPoint, alpha, l1, lr, steps, batchSize, padId }, token, onProgress)
+  // learnMasks(pairs, { layers, hookPoint, alpha, l1, lr, steps, batchSize, padId, reuseLowerLayers }, token, onProgress)
   //   → { masks: Float32Array [N, L, H], losses: Float32Array [N, 3] }
   Napi::Value LearnMasks(const Napi::CallbackInfo& info) {
     auto env = info.Env();
@@ -491,6 +491,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     opts.steps = static_cast<int64_t>(number_or(o, "steps", static_cast<double>(opts.steps)));
     opts.batch_size = static_cast<int64_t>(number_or(o, "batchSize", static_cast<double>(opts.batch_size)));
     opts.pad_id = static_cast<int64_t>(number_or(o, "padId", 0));
+    opts.reuse_lower_layers = !o.Has("reuseLowerLayers") || o.Get("reuseLowerLayers").ToBoolean().Value();
     auto cancel = CancelToken::FromValue(info[2]);
     auto out = std::make_shared<MaskResult>();
     return OnModel(

@@ -57,10 +57,20 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
     torch::optim::Adam adam({masks}, torch::optim::AdamOptions(o.lr));
     auto row_pair = torch::cat({torch::arange(P), torch::arange(P)}).to(device);  // sensitive rows, then benign rows
 
+    // The hidden states entering the first masked layer do not depend on m.
+    const int64_t first_masked = o.reuse_lower_layers ? *std::min_element(o.layers.begin(), o.layers.end()) : 0;
+    const auto attn = model.attention_inputs(batch.key_mask, 0, batch.ids.size(1), batch.padded);
+    torch::Tensor below;
+    {
+      torch::NoGradGuard no_grad;
+      below = model.run_layers(model.embed(batch.ids), attn, nullptr, 0, first_masked);
+    }
+
     auto evaluate = [&]() {
       auto row_masks = masks.index_select(0, row_pair);  // [2P, L, H]
       auto hooks = mask_hooks(o.layers, o.hook_point, row_masks, batch.subject);
-      auto logits = model.forward(batch.ids, batch.key_mask, batch.padded, nullptr, false, &hooks);
+      auto h = model.run_layers(below, attn, nullptr, first_masked, model.config().num_layers, &hooks);
+      auto logits = model.head(h);
       auto per_row = answer_losses(logits, batch.targets);  // [2P]
       auto sen = per_row.narrow(0, 0, P), ben = per_row.narrow(0, P, P);
       auto l1 = (masks - 1.0).abs().sum({1, 2});  // ‖m − 1‖₁ over every masked layer (eq. 5, eq. 8)

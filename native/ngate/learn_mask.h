@@ -23,6 +23,10 @@ struct MaskOptions {
   int64_t steps = 20;
   int64_t batch_size = 8;  // pairs per optimisation batch
   int64_t pad_id = 0;
+  // Layers below the first masked layer see no mask, so their output is the
+  // same at every step: compute it once per batch (false: the plain full pass
+  // every step, kept to check the shortcut against).
+  bool reuse_lower_layers = true;
 };
 
 struct MaskResult {

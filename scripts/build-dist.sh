@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Bundles lib/ into dist/ (tsup) when dist/ is missing or older than a source.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f dist/cli.js ] || [ -n "$(find lib types tsup.config.ts package.json -newer dist/cli.js -print -quit)" ]; then
+  npx tsup >&2
+fi
