@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
-import { loadModel, Model } from '../lib';
+import { loadModel, Model, parseModelConfig } from '../lib';
 import { NgateError } from '../lib/errors';
 import { makeTempDir, TinyLlava, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
 import { referenceLogits } from './reference/llama-ref';
@@ -279,5 +279,48 @@ describe('bad image input is a clear NgateError', () => {
     const two = [...ids, fx.imageTokenId];
     const b = await failure(model.forward([two], { images: [good] }));
     expect(b.message).toMatch(/holds 2 image tokens/);
+  });
+});
+
+describe('LLaVA config.json', () => {
+  // llava-hf/llava-1.5-7b-hf's config.json: text_config lists only what differs from LlamaConfig's defaults.
+  const hub = () => ({
+    architectures: ['LlavaForConditionalGeneration'], ignore_index: -100, image_token_index: 32000, model_type: 'llava',
+    pad_token_id: 32001, projector_hidden_act: 'gelu',
+    text_config: { _name_or_path: 'lmsys/vicuna-7b-v1.5', architectures: ['LlamaForCausalLM'], max_position_embeddings: 4096,
+      model_type: 'llama', rms_norm_eps: 1e-5, torch_dtype: 'float16', vocab_size: 32064 },
+    tie_word_embeddings: false, torch_dtype: 'float16', transformers_version: '4.36.0.dev0',
+    vision_config: { hidden_size: 1024, image_size: 336, intermediate_size: 4096, model_type: 'clip_vision_model',
+      num_attention_heads: 16, num_hidden_layers: 24, patch_size: 14, projection_dim: 768, vocab_size: 32000 },
+    vision_feature_layer: -2, vision_feature_select_strategy: 'default', vocab_size: 32064,
+  });
+
+  test('the llava-1.5-7b-hf file reads as Vicuna-7B with CLIP ViT-L/14-336 and 576 image tokens', () => {
+    const c = parseModelConfig(hub(), 'config.json');
+    expect(c.modelType).toBe('llava');
+    if (c.modelType !== 'llava') return;
+    expect(c.text).toMatchObject({ hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKvHeads: 32,
+      vocabSize: 32064, rmsNormEps: 1e-5, ropeTheta: 10000, padTokenId: 32001, tieWordEmbeddings: false });
+    expect(c.vision).toMatchObject({ hiddenSize: 1024, numLayers: 24, imageSize: 336, patchSize: 14, hiddenAct: 'quick_gelu', layerNormEps: 1e-5 });
+    expect(c).toMatchObject({ imageTokenId: 32000, imageTokens: 576, featureLayers: [-2], selectStrategy: 'default', projectorAct: 'gelu', dtype: 'float16' });
+  });
+
+  test('no text_config or vision_config at all means LlavaConfig\'s defaults', () => {
+    const c = parseModelConfig({ model_type: 'llava' }, 'config.json');
+    if (c.modelType !== 'llava') throw new Error('not llava');
+    expect(c.text.hiddenSize).toBe(4096);
+    expect(c.text.vocabSize).toBe(32000);
+    expect(c.vision).toMatchObject({ hiddenSize: 1024, numLayers: 24, imageSize: 336, patchSize: 14 });
+  });
+
+  test('unsupported parts are refused naming the field', () => {
+    const bad = (patch: Record<string, unknown>) => () => parseModelConfig({ ...hub(), ...patch }, 'config.json');
+    expect(bad({ vision_config: { ...hub().vision_config, model_type: 'siglip_vision_model' } }))
+      .toThrow(/field "vision_config.model_type": unsupported vision tower "siglip_vision_model"/);
+    expect(bad({ vision_feature_select_strategy: 'cls' })).toThrow(/field "vision_feature_select_strategy": must be "default" or "full"/);
+    expect(bad({ vision_feature_layer: 30 })).toThrow(/field "vision_feature_layer": must be an index into the vision tower's 25 hidden states/);
+    expect(bad({ text_config: { ...hub().text_config, hidden_act: 'gelu' } })).toThrow(/field "text_config.hidden_act": activation "gelu" is not supported/);
+    expect(bad({ text_config: { ...hub().text_config, model_type: 'mistral' } })).toThrow(/field "text_config.model_type": unsupported language model "mistral"/);
+    expect(bad({ projector_hidden_act: 'swish' })).toThrow(/field "projector_hidden_act"/);
   });
 });
