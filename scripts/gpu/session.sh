@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one GPU-machine command runs (see ../shared/gpu.md): unpack the carried
 # Node and node_modules, build the CUDA addon, run the model and method tests
-# on cuda in float32 and bfloat16, then the parity and speed runs of
+# on cuda in float32 and bfloat16, the LLaVA parity run, then the parity and speed runs of
 # benchmarks/gpu.sh. Logs land in $OUT. Carry: .gpu (node.xz, nm.tar.xz), dist.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +20,15 @@ for dt in float32 bfloat16; do
   grep -E '✕' "$OUT/jest-$dt.log" | head -20
 done
 echo "tests done at $(( $(date +%s) - t0 )) s"
+# LLaVA parity: a random-init LlavaForConditionalGeneration saved by this
+# transformers, against our loader, preprocessing, forward and generate.
+if [ -z "${SKIP_LLAVA:-}" ]; then
+  for dt in float32 bfloat16; do
+    python3 scripts/gpu/make_llava_reference.py --out "/tmp/llava-ref-$dt" --dtype $dt > "$OUT/llava-ref-$dt.log" 2>&1 \
+      && node scripts/gpu/compare_llava.js "/tmp/llava-ref-$dt" --device cuda > "$OUT/llava-parity-$dt.log" 2>&1
+    echo "llava parity $dt: rc=$? $(grep '"summary"' "$OUT/llava-parity-$dt.log" 2>/dev/null || tail -3 "$OUT/llava-ref-$dt.log")"
+  done
+fi
 [ -n "${SKIP_BENCH:-}" ] || OUT="$OUT" BUDGET_S=${BUDGET_S:-360} bash benchmarks/gpu.sh > "$OUT/gpu-sh.log" 2>&1
 echo "all done at $(( $(date +%s) - t0 )) s"
 tail -30 "$OUT/gpu-sh.log" 2>/dev/null
