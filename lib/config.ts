@@ -241,6 +241,11 @@ export function serializeConfig(cfg: { raw: Record<string, unknown>; dtype: Mode
     }
     const keys = DTYPE_KEYS.filter((k) => Object.prototype.hasOwnProperty.call(out, k));
     for (const k of keys.length > 0 ? keys : ['torch_dtype']) out[k] = dtype;
+    // LLaVA: sub-configs that state a dtype are kept in agreement with the top level.
+    for (const sub of ['text_config', 'vision_config']) {
+      const o = out[sub];
+      if (isObject(o)) for (const k of DTYPE_KEYS) if (o[k] !== undefined && o[k] !== null) o[k] = dtype;
+    }
   }
   return JSON.stringify(out, null, 2) + '\n';
 }

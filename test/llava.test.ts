@@ -6,6 +6,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 import { loadModel, Model, parseModelConfig } from '../lib';
 import { NgateError } from '../lib/errors';
+import { serializeConfig } from '../lib/config';
 import { makeTempDir, TinyLlava, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
 import { referenceLogits } from './reference/llama-ref';
 import { referenceImageFeatures } from './reference/llava-ref';
@@ -303,6 +304,14 @@ describe('LLaVA config.json', () => {
       vocabSize: 32064, rmsNormEps: 1e-5, ropeTheta: 10000, padTokenId: 32001, tieWordEmbeddings: false });
     expect(c.vision).toMatchObject({ hiddenSize: 1024, numLayers: 24, imageSize: 336, patchSize: 14, hiddenAct: 'quick_gelu', layerNormEps: 1e-5 });
     expect(c).toMatchObject({ imageTokenId: 32000, imageTokens: 576, featureLayers: [-2], selectStrategy: 'default', projectorAct: 'gelu', dtype: 'float16' });
+  });
+
+  test('saving in another dtype writes it at the top level and in the sub-configs that state one', () => {
+    const out = JSON.parse(serializeConfig(parseModelConfig(hub(), 'config.json'), { dtype: 'bfloat16' }));
+    expect(out.torch_dtype).toBe('bfloat16');
+    expect(out.text_config.torch_dtype).toBe('bfloat16');
+    expect(out.vision_config.torch_dtype).toBeUndefined();
+    expect(out.vision_config).toEqual(hub().vision_config);
   });
 
   test('no text_config or vision_config at all means LlavaConfig\'s defaults', () => {
