@@ -74,7 +74,7 @@ export function renderQuery(model: Model, query: string, withImage = false): { p
     }
     content = `${token}\n${query}`;
   }
-  const prompt = model.tokenizer.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true });
+  const prompt = model.renderUserTurn(content);
   const queryStart = prompt.indexOf(query);
   if (queryStart < 0) {
     throw new NgateError('ERR_INPUT', `the chat template changed the query text, so its subject cannot be located: ${JSON.stringify(query)}`);

@@ -348,6 +348,37 @@ export class Model {
   }
 
   /**
+   * The chat-templated prompt of one user turn. Templates that take plain
+   * text get `text` as it is; a processor template that takes typed parts
+   * (llava-hf's chat_template.json renders {type: "image"} as "<image>\n"
+   * and ignores plain strings) gets the image token as an image part and the
+   * rest as text. Returns the prompt and the text part that must appear in it.
+   */
+  renderUserTurn(text: string): string {
+    let plain: string | null = null;
+    let plainError: unknown = null;
+    try {
+      plain = this.tokenizer.applyChatTemplate([{ role: 'user', content: text }], { addGenerationPrompt: true });
+    } catch (e) {
+      plainError = e;  // e.g. a template that iterates over typed parts
+    }
+    const token = this.imageToken;
+    const fallback = (): string => { if (plain === null) throw plainError; return plain; };
+    if ((plain !== null && plain.includes(text)) || token === null || !text.includes(token)) return fallback();
+    const segments = text.split(token);
+    // The template writes the newline after each image itself.
+    const rest = segments.map((s, i) => (i > 0 ? s.replace(/^\n/, '') : s)).join('');
+    const parts = [...segments.slice(1).map(() => ({ type: 'image' as const })), { type: 'text' as const, text: rest }];
+    let typed: string;
+    try {
+      typed = this.tokenizer.applyChatTemplate([{ role: 'user', content: parts }], { addGenerationPrompt: true });
+    } catch {
+      return fallback();
+    }
+    return typed.includes(rest) && typed.includes(token) ? typed : fallback();
+  }
+
+  /**
    * @internal Checks each row's image tokens against its image, expands a
    * single image token to the image's token count, and decodes and
    * preprocesses the images (each distinct path or buffer once).
@@ -447,7 +478,7 @@ export class Model {
       if (typeof p !== 'string') throw new NgateError('ERR_INPUT', `prompts[${i}] must be a string or an array of token ids`, { field: `prompts[${i}]` });
       if (chat) {
         // The template writes the BOS text itself, as transformers' apply_chat_template does.
-        const text = this.tokenizer.applyChatTemplate([{ role: 'user', content: p }], { addGenerationPrompt: true });
+        const text = this.renderUserTurn(p);
         out.push((await this.tokenizer.encode(text, { addSpecialTokens: false })).ids);
       } else {
         out.push((await this.tokenizer.encode(p)).ids);

@@ -97,6 +97,25 @@ describe('pairs with images', () => {
   });
 });
 
+describe('a processor chat template over typed parts (llava-hf\'s chat_template.json style)', () => {
+  test('queries render as "USER: <image>\\n<query> ASSISTANT:", subjects are still found, and chat prompts with <image> work', async () => {
+    const tfx = writeTinyLlava(makeTempDir(), { seed: 4, typedChatTemplate: true });
+    const m = await loadModel(tfx.dir);
+    try {
+      const [p] = await preparePairs(m, pairs.slice(0, 1));
+      const prompt = await m.tokenizer.decode(p.sensitive.ids.slice(0, p.sensitive.answerStart).filter((t) => t !== tfx.imageTokenId));
+      expect(prompt.replace(/\s+/g, ' ').trim()).toBe(`USER: ${pairs[0].sensitive} ASSISTANT:`);
+      expect(p.sensitive.ids.filter((t) => t === tfx.imageTokenId)).toHaveLength(tfx.imageTokens);
+      const subject = await m.tokenizer.decode(p.sensitive.subjectPositions.map((t) => p.sensitive.ids[t]));
+      expect(subject.trim()).toBe('passport');
+      const [g] = await m.generate(['<image>\nWhat is this?'], { chat: true, images: [pairs[0].image!], maxNewTokens: 2 });
+      expect(g.promptIds.filter((t) => t === tfx.imageTokenId)).toHaveLength(tfx.imageTokens);
+    } finally {
+      m.dispose();
+    }
+  });
+});
+
 describe('gatedEdit and save on a LLaVA', () => {
   test('an edited LLaVA saves in its key layout: reloaded logits equal the edited ones, vision tower and projector bytes unchanged', async () => {
     const m = await loadModel(fx.dir);
