@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import { evaluate, gatedEdit, learnMask, loadModel, Model, readSafetensorsHeader, readSafetensorsTensor } from '../lib';
-import { PrivacyPair, preparePairs, toNativeInputs } from '../lib/data';
+import { encodeQuery, fillBenignAnswers, PrivacyPair, preparePairs, toNativeInputs } from '../lib/data';
 import { NgateError } from '../lib/errors';
 import { makeTempDir, TinyLlava, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
 
@@ -87,6 +87,13 @@ describe('pairs with images', () => {
     const withImages = await learnMask(model, pairs.slice(0, 2), opts);
     const without = await learnMask(model, pairs.slice(0, 2).map(({ image: _drop, ...p }) => p), opts);
     expect(maxAbsDiff(withImages.masks, without.masks)).toBeGreaterThan(1e-6);
+  });
+
+  test('fillBenignAnswers asks the benign query about the pair\'s image', async () => {
+    const [filled] = await fillBenignAnswers(model, [{ ...pairs[0], benignAnswer: undefined }], { maxNewTokens: 3 });
+    const { ids } = await encodeQuery(model, pairs[0].benign, pairs[0].subject, pairs[0].image);
+    const [g] = await model.generate([ids], { images: [pairs[0].image!], maxNewTokens: 3 });
+    expect(filled.benignAnswer).toBe(g.text.trim());
   });
 
   test('evaluate asks each query about its image: its answers are generate()\'s with that image', async () => {

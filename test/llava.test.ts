@@ -188,6 +188,7 @@ describe('LLaVA variants of the config', () => {
     ['"full" select strategy (CLS kept)', { selectStrategy: 'full' as const }],
     ['several feature layers concatenated', { featureLayer: [-3, -1] }],
     ['image_token_id instead of image_token_index', { imageTokenKey: 'image_token_id' as const, featureLayer: 1 }],
+    ['a bfloat16 checkpoint (computed in float32)', { dtype: 'bfloat16' as const, layout: 'v5' as const }],
   ])('%s matches the float64 reference', async (_name, opts) => {
     const fx = writeTinyLlava(makeTempDir(), { seed: 11, ...opts });
     const model = await loadModel(fx.dir);
