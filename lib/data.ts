@@ -106,6 +106,9 @@ export async function encodeQuery(model: Model, query: string, subject: string, 
   }
   let ids = enc.ids;
   let subjectPositions = [...positions].sort((a, b) => a - b);
+  if (!withImage && model.llava && ids.includes(model.llava.imageTokenId)) {
+    throw new NgateError('ERR_INPUT', `the query ${JSON.stringify(query)} holds the image token but its pair has no image`, { field: 'image' });
+  }
   if (withImage) {
     const tok = model.llava!.imageTokenId, n = model.llava!.imageTokens;
     const at = ids.indexOf(tok);

@@ -159,6 +159,13 @@ describe('gatedEdit and save on a LLaVA', () => {
 });
 
 describe('image pairs and a text-only model', () => {
+  test('on a LLaVA, a query that spells out <image> without an image is refused', async () => {
+    const bad = { ...pairs[2], sensitive: '<image> What card number is on the receipt?' };
+    const e = await preparePairs(model, [bad]).then(() => null, (err: unknown) => err);
+    expect(e).toBeInstanceOf(NgateError);
+    expect((e as Error).message).toMatch(/holds the image token but its pair has no image/);
+  });
+
   test('a pair with an image is refused by a model without a vision tower, naming the pair', async () => {
     const llama = await loadModel(writeTinyLlama(makeTempDir()).dir);
     try {
