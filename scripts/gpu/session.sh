@@ -15,7 +15,7 @@ export NGATE_CUDA_ARCHITECTURES=${NGATE_CUDA_ARCHITECTURES:-90} NGATE_BUILD_JOBS
 node scripts/build-native.js > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build done in $(( $(date +%s) - t0 )) s"; node -e "console.log(require('./build/Release/ngate.node').info())"
 for dt in float32 bfloat16; do
-  NGATE_TEST_DEVICE=cuda NGATE_TEST_DTYPE=$dt node node_modules/jest/bin/jest.js ${TESTS:-test/model.test.ts test/method.test.ts} > "$OUT/jest-$dt.log" 2>&1
+  NGATE_TEST_DEVICE=cuda NGATE_TEST_DTYPE=$dt node node_modules/jest/bin/jest.js ${TESTS:-test/model.test.ts test/method.test.ts test/llava.test.ts} > "$OUT/jest-$dt.log" 2>&1
   echo "jest cuda $dt: rc=$? $(grep -E '^Tests:' "$OUT/jest-$dt.log")"
   grep -E '✕' "$OUT/jest-$dt.log" | head -20
 done
