@@ -10,5 +10,5 @@ export default defineConfig({
   sourcemap: true,
   target: 'node18',
   // Packages with native parts or large trees stay in node_modules.
-  external: ['tokenizers', '@huggingface/jinja', 'vega', 'vega-lite'],
+  external: ['tokenizers', '@huggingface/jinja', 'vega', 'vega-lite', 'sharp'],
 });

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Gate, MaskSet } from '../types/results';
 import type { ModelDtype } from './config';
-import { readLlamaConfig } from './config';
+import { LlamaConfig, readModelConfig } from './config';
 import { fillBenignAnswers, PrivacyPair } from './data';
 import { DEMO_DEFAULTS, runDemo } from './demo';
 import { NgateError } from './errors';
@@ -560,7 +560,9 @@ function tensorStats(headers: SafetensorsHeader[]): { parameters: number; tensor
 }
 
 function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
-  const config = readLlamaConfig(dir);
+  const modelConfig = readModelConfig(dir);
+  const llava = modelConfig.modelType === 'llava' ? modelConfig : null;
+  const config: LlamaConfig = llava ? llava.text : (modelConfig as LlamaConfig);
   const index = path.join(dir, 'model.safetensors.index.json');
   let shardNames: string[];
   if (fs.existsSync(index)) {
@@ -589,6 +591,7 @@ function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
   };
   const text = [
     `checkpoint ${dir}`,
+    ...(llava ? [`  llava: CLIP vision tower of ${llava.vision.numLayers} layers, hidden ${llava.vision.hiddenSize}, ${llava.vision.imageSize}px images in ${llava.vision.patchSize}px patches, ${llava.imageTokens} image tokens (id ${llava.imageTokenId}); language model:`] : []),
     `  ${c.modelType}: ${c.numLayers} layers, hidden ${c.hiddenSize}, FFN ${c.intermediateSize}, ${c.numHeads} heads (${c.numKvHeads} key-value, head dim ${c.headDim}), vocabulary ${c.vocabSize}${c.tieWordEmbeddings ? ', tied embeddings' : ''}`,
     `  ${stats.parameters.toLocaleString('en-US')} parameters in ${stats.tensors} tensors; ${Object.entries(stats.dtypes).map(([k, v]) => `${k} ${v.tensors} tensors`).join(', ')}; config dtype ${c.dtype ?? 'not given'}`,
     `  ${shards.length === 1 ? 'one weights file' : `${shards.length} shards`}: ${shards.map((s) => `${s.file} (${bytesText(s.bytes)})`).join(', ')}`,

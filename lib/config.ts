@@ -101,8 +101,8 @@ export function parseLlamaConfig(json: unknown, file: string): LlamaConfig {
 
   const modelType = f.get('model_type');
   if (modelType !== 'llama') {
-    if (modelType === 'llava') f.fail('model_type', 'model type "llava" is not supported yet; supported: llama');
-    f.fail('model_type', `unsupported model type ${show(modelType)}; supported: llama`);
+    if (modelType === 'llava') f.fail('model_type', 'is "llava": read this file with parseModelConfig');
+    f.fail('model_type', `unsupported model type ${show(modelType)}; supported: llama, llava`);
   }
 
   const hiddenSize = f.positiveInt('hidden_size');
@@ -205,6 +205,10 @@ function readDtype(f: Fields): ModelDtype | null {
 /** Reads and validates `dir/config.json`. */
 export function readLlamaConfig(dir: string): LlamaConfig {
   const file = path.join(dir, 'config.json');
+  return parseLlamaConfig(readConfigJson(file), file);
+}
+
+function readConfigJson(file: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -220,7 +224,7 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   } catch (e) {
     throw new NgateError('ERR_CONFIG', `invalid JSON: ${(e as Error).message}`, { file, cause: e });
   }
-  return parseLlamaConfig(json, file);
+  return json;
 }
 
 /**
@@ -228,7 +232,7 @@ export function readLlamaConfig(dir: string): LlamaConfig {
  * written under whichever key(s) the file used, so older and newer
  * transformers versions both read it back; `torch_dtype` when it had neither.
  */
-export function serializeConfig(cfg: LlamaConfig, overrides: { dtype?: ModelDtype } = {}): string {
+export function serializeConfig(cfg: { raw: Record<string, unknown>; dtype: ModelDtype | null }, overrides: { dtype?: ModelDtype } = {}): string {
   const out: Record<string, unknown> = JSON.parse(JSON.stringify(cfg.raw));
   const dtype = overrides.dtype ?? cfg.dtype;
   if (dtype !== null) {
@@ -237,6 +241,162 @@ export function serializeConfig(cfg: LlamaConfig, overrides: { dtype?: ModelDtyp
     }
     const keys = DTYPE_KEYS.filter((k) => Object.prototype.hasOwnProperty.call(out, k));
     for (const k of keys.length > 0 ? keys : ['torch_dtype']) out[k] = dtype;
+    // LLaVA: sub-configs that state a dtype are kept in agreement with the top level.
+    for (const sub of ['text_config', 'vision_config']) {
+      const o = out[sub];
+      if (isObject(o)) for (const k of DTYPE_KEYS) if (o[k] !== undefined && o[k] !== null) o[k] = dtype;
+    }
   }
   return JSON.stringify(out, null, 2) + '\n';
+}
+
+// ---------------------------------------------------------------------------
+// LLaVA (transformers' LlavaConfig): a LLaMA text_config, a CLIP vision_config
+// and the settings that join them.
+
+/** The CLIP vision tower of a LLaVA checkpoint (transformers' CLIPVisionConfig). */
+export interface ClipVisionConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numChannels: number;
+  imageSize: number;
+  patchSize: number;
+  layerNormEps: number;
+  hiddenAct: string;
+}
+
+export interface LlavaConfig {
+  modelType: 'llava';
+  /** The decoder: text_config with transformers' LlamaConfig defaults filled in. */
+  text: LlamaConfig;
+  vision: ClipVisionConfig;
+  imageTokenId: number;
+  /** vision_feature_layer: hidden-state indices (negative from the end); several are concatenated. */
+  featureLayers: number[];
+  /** The int-or-list form the file used, so it is written back the same way. */
+  featureLayerIsList: boolean;
+  selectStrategy: 'default' | 'full';
+  projectorAct: string;
+  projectorBias: boolean;
+  /** Image tokens per image: the vision tower's patches, plus the CLS token with the "full" strategy. */
+  imageTokens: number;
+  dtype: ModelDtype | null;
+  raw: Record<string, unknown>;
+}
+
+export type ModelConfig = LlamaConfig | LlavaConfig;
+
+// transformers' LlamaConfig() defaults (Llama-2-7B sizes): what a LLaVA text_config
+// that omits a field means, as the llava-hf files do for most of them.
+const LLAMA_DEFAULTS: Record<string, unknown> = {
+  model_type: 'llama', hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32,
+  vocab_size: 32000, max_position_embeddings: 2048, rms_norm_eps: 1e-6, bos_token_id: 1, eos_token_id: 2,
+  tie_word_embeddings: false, hidden_act: 'silu',
+};
+// CLIPVisionConfig() defaults, for a vision_config dict that omits fields.
+const CLIP_DEFAULTS: Record<string, unknown> = {
+  hidden_size: 768, intermediate_size: 3072, num_hidden_layers: 12, num_attention_heads: 12, num_channels: 3,
+  image_size: 224, patch_size: 32, layer_norm_eps: 1e-5, hidden_act: 'quick_gelu',
+};
+// What LlavaConfig builds when vision_config is absent altogether: the CLIP ViT-L/14-336 of LLaVA-1.5.
+const LLAVA_VISION_DEFAULTS: Record<string, unknown> = {
+  ...CLIP_DEFAULTS, hidden_size: 1024, intermediate_size: 4096, patch_size: 14, image_size: 336,
+  num_hidden_layers: 24, num_attention_heads: 16,
+};
+const VISION_ACTS = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu', 'silu'];
+
+function withDefaults(obj: Record<string, unknown>, defaults: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...obj };
+  for (const [k, v] of Object.entries(defaults)) if (out[k] === undefined || out[k] === null) out[k] = v;
+  return out;
+}
+
+export function parseLlavaConfig(json: Record<string, unknown>, file: string): LlavaConfig {
+  const f = new Fields(json, file);
+  const textRaw = f.get('text_config');
+  if (textRaw !== undefined && !isObject(textRaw)) f.fail('text_config', `must be an object, got ${show(textRaw)}`);
+  const textJson = withDefaults((textRaw as Record<string, unknown>) ?? {}, LLAMA_DEFAULTS);
+  if (textJson.model_type !== 'llama') {
+    f.fail('text_config.model_type', `unsupported language model ${show(textJson.model_type)}; supported: llama`);
+  }
+  let text: LlamaConfig;
+  try {
+    text = parseLlamaConfig(textJson, file);
+  } catch (e) {
+    // Name the field inside text_config.
+    if (e instanceof NgateError && e.field) {
+      const reason = e.message.slice(`${file}: field "${e.field}": `.length);
+      throw new NgateError('ERR_CONFIG', reason, { file, field: `text_config.${e.field}` });
+    }
+    throw e;
+  }
+  // LlavaConfig: a tied text config ties the whole model; the top level may say so too.
+  const tied = text.tieWordEmbeddings || f.bool('tie_word_embeddings', false);
+  // The padding id lives at the top level in llava-hf files.
+  const pad = text.padTokenId ?? (f.has('pad_token_id') && f.get('pad_token_id') !== -1 ? f.tokenId('pad_token_id') : null);
+  text = { ...text, tieWordEmbeddings: tied, padTokenId: pad };
+
+  const visionRaw = f.get('vision_config');
+  if (visionRaw !== undefined && !isObject(visionRaw)) f.fail('vision_config', `must be an object, got ${show(visionRaw)}`);
+  const vj = visionRaw === undefined ? LLAVA_VISION_DEFAULTS : withDefaults(visionRaw as Record<string, unknown>, CLIP_DEFAULTS);
+  const vtype = vj.model_type ?? 'clip_vision_model';
+  const vf = new Fields(vj, file, 'vision_config.');
+  if (vtype !== 'clip_vision_model') vf.fail('model_type', `unsupported vision tower ${show(vtype)}; supported: clip_vision_model`);
+  const vision: ClipVisionConfig = {
+    hiddenSize: vf.positiveInt('hidden_size'),
+    intermediateSize: vf.positiveInt('intermediate_size'),
+    numLayers: vf.positiveInt('num_hidden_layers'),
+    numHeads: vf.positiveInt('num_attention_heads'),
+    numChannels: vf.positiveInt('num_channels'),
+    imageSize: vf.positiveInt('image_size'),
+    patchSize: vf.positiveInt('patch_size'),
+    layerNormEps: vf.positiveNumber('layer_norm_eps', 1e-5),
+    hiddenAct: String(vj.hidden_act),
+  };
+  if (vision.hiddenSize % vision.numHeads !== 0) vf.fail('num_attention_heads', `must divide hidden_size (${vision.hiddenSize}), got ${vision.numHeads}`);
+  if (vision.imageSize % vision.patchSize !== 0) vf.fail('patch_size', `must divide image_size (${vision.imageSize}), got ${vision.patchSize}`);
+  if (!VISION_ACTS.includes(vision.hiddenAct)) vf.fail('hidden_act', `activation ${show(vj.hidden_act)} is not supported; supported: ${VISION_ACTS.join(', ')}`);
+
+  // Newer files write image_token_id; LlavaConfig maps it onto image_token_index.
+  const tokenKey = f.has('image_token_index') ? 'image_token_index' : 'image_token_id';
+  const imageTokenId = f.has(tokenKey) ? f.tokenId(tokenKey) : 32000;
+
+  const layerRaw = f.get('vision_feature_layer') ?? -2;
+  const featureLayerIsList = Array.isArray(layerRaw);
+  const featureLayers = (featureLayerIsList ? layerRaw as unknown[] : [layerRaw]).map((l) => {
+    if (!Number.isSafeInteger(l) || (l as number) < -(vision.numLayers + 1) || (l as number) > vision.numLayers) {
+      f.fail('vision_feature_layer', `must be an index into the vision tower's ${vision.numLayers + 1} hidden states (or a list of them), got ${show(layerRaw)}`);
+    }
+    return l as number;
+  });
+  if (featureLayers.length === 0) f.fail('vision_feature_layer', 'must name at least one layer');
+  const strategy = f.get('vision_feature_select_strategy') ?? 'default';
+  if (strategy !== 'default' && strategy !== 'full') {
+    f.fail('vision_feature_select_strategy', `must be "default" or "full", got ${show(strategy)}`);
+  }
+  const projectorAct = (f.get('projector_hidden_act') ?? 'gelu') as string;
+  if (!VISION_ACTS.includes(projectorAct)) f.fail('projector_hidden_act', `activation ${show(projectorAct)} is not supported; supported: ${VISION_ACTS.join(', ')}`);
+  const patches = (vision.imageSize / vision.patchSize) ** 2;
+  return {
+    modelType: 'llava', text, vision, imageTokenId, featureLayers, featureLayerIsList,
+    selectStrategy: strategy as 'default' | 'full', projectorAct,
+    projectorBias: f.bool('multimodal_projector_bias', true),
+    imageTokens: patches + (strategy === 'full' ? 1 : 0),
+    dtype: readDtype(f) ?? text.dtype,
+    raw: json,
+  };
+}
+
+/** Validates a parsed config.json of any supported model type. */
+export function parseModelConfig(json: unknown, file: string): ModelConfig {
+  if (isObject(json) && json.model_type === 'llava') return parseLlavaConfig(json, file);
+  return parseLlamaConfig(json, file);
+}
+
+/** Reads and validates `dir/config.json` of any supported model type. */
+export function readModelConfig(dir: string): ModelConfig {
+  const file = path.join(dir, 'config.json');
+  return parseModelConfig(readConfigJson(file), file);
 }

@@ -1,7 +1,7 @@
 // PrivacyPairs as the method consumes them: each query wrapped in the model's
 // chat template, the subject's character span mapped to token positions
 // through the tokenizer's offsets, and the target answer appended.
-import type { NativePair, NativeSequence } from '../types/native';
+import type { NativeImages, NativePair, NativeSequence } from '../types/native';
 import { NgateError } from './errors';
 import type { Model } from './model';
 import { defaultRefusalResponse } from './refusal';
@@ -29,6 +29,8 @@ export interface PreparedSequence {
   subjectPositions: number[];
   /** Index in `ids` of the first answer token. */
   answerStart: number;
+  /** The image the query is about (LLaVA); its token run is already expanded in `ids`. */
+  image?: string;
 }
 
 export interface PreparedPair { id: string; sensitive: PreparedSequence; benign: PreparedSequence; }
@@ -59,9 +61,20 @@ export function validatePairs(pairs: PrivacyPair[]): void {
   });
 }
 
-/** The chat-templated prompt of a query, and where the query's text sits in it. */
-export function renderQuery(model: Model, query: string): { prompt: string; queryStart: number } {
-  const prompt = model.tokenizer.applyChatTemplate([{ role: 'user', content: query }], { addGenerationPrompt: true });
+/**
+ * The chat-templated prompt of a query, and where the query's text sits in
+ * it. With an image, the user turn is "<image>\n" + query, LLaVA-1.5's layout.
+ */
+export function renderQuery(model: Model, query: string, withImage = false): { prompt: string; queryStart: number } {
+  let content = query;
+  if (withImage) {
+    const token = model.imageToken;
+    if (!model.llava || token === null) {
+      throw new NgateError('ERR_INPUT', 'a pair has an image, but this model has no vision tower (or its tokenizer no image token)', { field: 'image' });
+    }
+    content = `${token}\n${query}`;
+  }
+  const prompt = model.renderUserTurn(content);
   const queryStart = prompt.indexOf(query);
   if (queryStart < 0) {
     throw new NgateError('ERR_INPUT', `the chat template changed the query text, so its subject cannot be located: ${JSON.stringify(query)}`);
@@ -76,9 +89,14 @@ function occurrences(text: string, needle: string): number[] {
   return out;
 }
 
-/** Prompt ids of a query and the token positions of its subject. */
-export async function encodeQuery(model: Model, query: string, subject: string): Promise<{ ids: number[]; subjectPositions: number[] }> {
-  const { prompt, queryStart } = renderQuery(model, query);
+/**
+ * Prompt ids of a query and the token positions of its subject. With an
+ * image (LLaVA) the image token is expanded to the image's token count, and
+ * subject positions are counted in the expanded ids; they never fall on it.
+ */
+export async function encodeQuery(model: Model, query: string, subject: string, image?: string): Promise<{ ids: number[]; subjectPositions: number[] }> {
+  const withImage = image !== undefined;
+  const { prompt, queryStart } = renderQuery(model, query, withImage);
   // The template writes BOS itself, as transformers' apply_chat_template assumes.
   const enc = await model.tokenizer.encode(prompt, { addSpecialTokens: false });
   const positions = new Set<number>();
@@ -86,16 +104,32 @@ export async function encodeQuery(model: Model, query: string, subject: string):
     const start = queryStart + at;
     for (const t of model.tokenizer.tokenPositionsOfSpan(enc.offsets, start, start + subject.length)) positions.add(t);
   }
-  return { ids: enc.ids, subjectPositions: [...positions].sort((a, b) => a - b) };
+  let ids = enc.ids;
+  let subjectPositions = [...positions].sort((a, b) => a - b);
+  if (!withImage && model.llava && ids.includes(model.llava.imageTokenId)) {
+    throw new NgateError('ERR_INPUT', `the query ${JSON.stringify(query)} holds the image token but its pair has no image`, { field: 'image' });
+  }
+  if (withImage) {
+    const tok = model.llava!.imageTokenId, n = model.llava!.imageTokens;
+    const at = ids.indexOf(tok);
+    if (at < 0 || ids.lastIndexOf(tok) !== at) {
+      throw new NgateError('ERR_INPUT', `the chat template did not keep exactly one image token in the prompt of ${JSON.stringify(query)}`);
+    }
+    ids = [...ids.slice(0, at), ...new Array<number>(n).fill(tok), ...ids.slice(at + 1)];
+    subjectPositions = subjectPositions.filter((p) => p !== at).map((p) => (p > at ? p + n - 1 : p));
+  }
+  return { ids, subjectPositions };
 }
 
-async function prepareSequence(model: Model, query: string, subject: string, answer: string): Promise<PreparedSequence> {
-  const { ids, subjectPositions } = await encodeQuery(model, query, subject);
+async function prepareSequence(model: Model, query: string, subject: string, answer: string, image?: string): Promise<PreparedSequence> {
+  const { ids, subjectPositions } = await encodeQuery(model, query, subject, image);
   const answerIds = (await model.tokenizer.encode(answer, { addSpecialTokens: false })).ids;
   const eos = model.eosTokenIds[0];
   const full = [...ids, ...answerIds, ...(eos !== undefined ? [eos] : [])];
   if (full.length === ids.length) throw new NgateError('ERR_INPUT', `the answer ${JSON.stringify(answer)} has no tokens`);
-  return { ids: full, subjectPositions, answerStart: ids.length };
+  const out: PreparedSequence = { ids: full, subjectPositions, answerStart: ids.length };
+  if (image !== undefined) out.image = image;
+  return out;
 }
 
 /**
@@ -115,14 +149,14 @@ export async function preparePairs(model: Model, pairs: PrivacyPair[], opts: { r
   }
   const out: PreparedPair[] = [];
   for (const [i, p] of pairs.entries()) {
-    if (p.image !== undefined) {
-      throw pairError(p, i, 'image', 'is set, but this model has no vision tower (LLaVA support comes with a later release)');
+    if (p.image !== undefined && !model.llava) {
+      throw pairError(p, i, 'image', 'is set, but this model has no vision tower');
     }
     const refusal = p.refusal ?? opts.refusal ?? defaultRefusalResponse();
     out.push({
       id: p.id,
-      sensitive: await prepareSequence(model, p.sensitive, p.subject, refusal),
-      benign: await prepareSequence(model, p.benign, p.subject, p.benignAnswer!),
+      sensitive: await prepareSequence(model, p.sensitive, p.subject, refusal, p.image),
+      benign: await prepareSequence(model, p.benign, p.subject, p.benignAnswer!, p.image),
     });
   }
   return out;
@@ -141,8 +175,9 @@ export async function fillBenignAnswers(model: Model, pairs: PrivacyPair[],
   const batchSize = opts.batchSize ?? 16;
   for (let k = 0; k < missing.length; k += batchSize) {
     const idx = missing.slice(k, k + batchSize);
-    const prompts = await Promise.all(idx.map(async (i) => (await encodeQuery(model, pairs[i].benign, pairs[i].subject)).ids));
-    const gens = await model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 48, signal: opts.signal });
+    const prompts = await Promise.all(idx.map(async (i) => (await encodeQuery(model, pairs[i].benign, pairs[i].subject, pairs[i].image)).ids));
+    const images = idx.some((i) => pairs[i].image !== undefined) ? idx.map((i) => pairs[i].image ?? null) : undefined;
+    const gens = await model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 48, signal: opts.signal, images });
     gens.forEach((g, j) => { out[idx[j]].benignAnswer = g.text.trim(); });
     opts.onProgress?.(Math.min(k + batchSize, missing.length), missing.length);
   }
@@ -153,6 +188,27 @@ export function toNativeSequence(s: PreparedSequence): NativeSequence {
   return { ids: Int32Array.from(s.ids), subjectPositions: Int32Array.from(s.subjectPositions), answerStart: s.answerStart };
 }
 
+function withImage(s: PreparedSequence, image: number): NativeSequence {
+  return { ...toNativeSequence(s), image };
+}
+
 export function toNativePairs(pairs: PreparedPair[]): NativePair[] {
   return pairs.map((p) => ({ sensitive: toNativeSequence(p.sensitive), benign: toNativeSequence(p.benign) }));
+}
+
+/**
+ * Native pairs and the images they show, each distinct image decoded once
+ * (the sensitive and benign query of a pair share theirs).
+ */
+export async function toNativeInputs(model: Model, pairs: PreparedPair[]): Promise<{ pairs: NativePair[]; images?: NativeImages }> {
+  const paths = [...new Set(pairs.flatMap((p) => [p.sensitive.image, p.benign.image]).filter((x): x is string => x !== undefined))];
+  if (paths.length === 0) return { pairs: toNativePairs(pairs) };
+  const index = new Map(paths.map((f, i) => [f, i]));
+  // prepareImages decodes each path once; the ids here are already expanded.
+  const { native } = await model.prepareImages(paths.map(() => [model.llava!.imageTokenId]), paths, 'pairs');
+  const at = (s: PreparedSequence) => (s.image === undefined ? -1 : index.get(s.image)!);
+  return {
+    pairs: pairs.map((p) => ({ sensitive: withImage(p.sensitive, at(p.sensitive)), benign: withImage(p.benign, at(p.benign)) })),
+    images: native,
+  };
 }

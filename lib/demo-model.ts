@@ -42,8 +42,14 @@ export const DEMO_CHAT_TEMPLATE = [
   "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}",
 ].join('\n');
 
-/** The shape of models/demo: LLaMA-2's architecture, scaled down (the vocabulary comes from the tokenizer). */
-export const DEMO_ARCHITECTURE = Object.freeze({
+/** Sizes of a demo model; the vocabulary comes from the tokenizer. */
+export interface DemoArchitecture {
+  hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number; numKvHeads: number;
+  rmsNormEps: number; ropeTheta: number; maxPositionEmbeddings: number;
+}
+
+/** The shape of models/demo: LLaMA-2's architecture, scaled down. */
+export const DEMO_ARCHITECTURE: Readonly<DemoArchitecture> = Object.freeze({
   hiddenSize: 128,
   intermediateSize: 384,
   numLayers: 8,
@@ -292,7 +298,7 @@ export interface TrainDemoModelOptions {
   drawsPerQuestion?: number;
   contextShare?: number;
   /** Overrides of DEMO_ARCHITECTURE (tests train a smaller one). */
-  architecture?: Partial<typeof DEMO_ARCHITECTURE>;
+  architecture?: Partial<DemoArchitecture>;
   /** Replace a non-empty outDir. */
   overwrite?: boolean;
   signal?: AbortSignal;

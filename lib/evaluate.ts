@@ -38,8 +38,10 @@ export async function evaluate(model: Model, pairs: PrivacyPair[], opts: Evaluat
   const outcomes: Outcome[] = [];
   for (let k = 0; k < queries.length; k += batchSize) {
     const chunk = queries.slice(k, k + batchSize);
-    const prompts = await Promise.all(chunk.map(async (q) => (await encodeQuery(model, q.pair[q.kind], q.pair.subject)).ids));
-    const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal });
+    const prompts = await Promise.all(chunk.map(async (q) => (await encodeQuery(model, q.pair[q.kind], q.pair.subject, q.pair.image)).ids));
+    // Image pairs: each query is asked about its image (ids already carry the expanded image run).
+    const images = chunk.some((q) => q.pair.image !== undefined) ? chunk.map((q) => q.pair.image ?? null) : undefined;
+    const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal, images });
     gens.forEach((g, j) => {
       const { pair, kind } = chunk[j];
       outcomes.push({ id: pair.id, category: pair.category, kind, response: g.text, refused: isRefusal(g.text, matcher) });

@@ -4,7 +4,7 @@
 // `gated: false` is the same edit without the gate: the paper's "w/o gate"
 // ablation and the DINM-like baseline.
 import type { Gate } from '../types/results';
-import { PrivacyPair, preparePairs, toNativePairs } from './data';
+import { PrivacyPair, preparePairs, toNativeInputs } from './data';
 import { NgateError } from './errors';
 import type { Model, ProgressCallback } from './model';
 
@@ -80,10 +80,11 @@ export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate |
   }
   const keep = gated ? keepFor(gate!, layers, model.config.hiddenSize) : undefined;
   const prepared = await preparePairs(model, pairs, { refusal: opts.refusal });
+  const inputs = await toNativeInputs(model, prepared);
   const onProgress = opts.onProgress;
-  const res = await model.runNative(opts.signal, (native, token) => native.gatedEdit(toNativePairs(prepared), {
+  const res = await model.runNative(opts.signal, (native, token) => native.gatedEdit(inputs.pairs, {
     layers, params, gated, keep, epochs: o.epochs, lr: o.lr, alpha: o.alpha, batchSize: o.batchSize, padId: model.padTokenId,
-  }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined));
+  }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined, inputs.images));
   const edited = layers.flatMap((l) => params.map((p) => `model.layers.${l}.mlp.${p}.weight`));
   edited.forEach((n) => model.editedTensors.add(n));
   return { layers: layers.slice(), params: params.slice(), gated, pairCount: pairs.length, epochLosses: res.epochLosses, editedTensors: edited };

@@ -2,7 +2,7 @@
 // m_l ∈ [-1, 1]^d, initialised to 1, that scales the subject tokens' features;
 // learned with the model frozen on L_sen + α·L_benign + λ·‖m − 1‖₁.
 import type { MaskSet } from '../types/results';
-import { PrivacyPair, preparePairs, toNativePairs } from './data';
+import { PrivacyPair, preparePairs, toNativeInputs } from './data';
 import { NgateError } from './errors';
 import type { Model, ProgressCallback } from './model';
 
@@ -69,11 +69,12 @@ export async function learnMask(model: Model, pairs: PrivacyPair[], opts: LearnM
     throw new NgateError('ERR_INPUT', `hookPoint must be 'ffn' or 'block', got ${String(o.hookPoint)}`, { field: 'hookPoint' });
   }
   const prepared = await preparePairs(model, pairs, { refusal: opts.refusal });
+  const inputs = await toNativeInputs(model, prepared);
   const onProgress = opts.onProgress;
-  const res = await model.runNative(opts.signal, (native, token) => native.learnMasks(toNativePairs(prepared), {
+  const res = await model.runNative(opts.signal, (native, token) => native.learnMasks(inputs.pairs, {
     layers, hookPoint: o.hookPoint, alpha: o.alpha, l1: o.l1, lr: o.lr, steps: o.steps, batchSize: o.batchSize,
     padId: model.padTokenId, reuseLowerLayers: opts.reuseLowerLayers !== false,
-  }, token, onProgress ? (done, total) => onProgress({ stage: 'learnMask', done, total }) : undefined));
+  }, token, onProgress ? (done, total) => onProgress({ stage: 'learnMask', done, total }) : undefined, inputs.images));
   const losses = pairs.map((_, i) => ({
     sensitive: res.losses[i * 3], benign: res.losses[i * 3 + 1], l1: o.l1 * res.losses[i * 3 + 2],
   }));

@@ -21,9 +21,12 @@ export interface Encoded {
   offsets: [number, number][];
 }
 
+/** A typed part of a message, as processors' chat templates take them (llava-hf's renders image parts as "<image>\n"). */
+export type ChatContentPart = { type: 'image' } | { type: 'text'; text: string };
+
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
-  content: string;
+  content: string | ChatContentPart[];
 }
 
 /**
@@ -395,10 +398,11 @@ export class Tokenizer {
           field: `messages[${i}].role`,
         });
       }
-      if (typeof m.content !== 'string') {
-        throw new NgateError('ERR_INPUT', `expected a string, got ${typeof m.content}`, { field: `messages[${i}].content` });
+      const typed = Array.isArray(m.content) && m.content.every((p) => p && (p.type === 'image' || (p.type === 'text' && typeof p.text === 'string')));
+      if (typeof m.content !== 'string' && !typed) {
+        throw new NgateError('ERR_INPUT', 'expected a string or a list of {type: "image"} / {type: "text", text} parts', { field: `messages[${i}].content` });
       }
-      return { role: m.role, content: m.content };
+      return { role: m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => ({ ...p })) };
     });
     try {
       return this.template.render({

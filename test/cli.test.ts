@@ -11,7 +11,7 @@ import { demoModelDir, runDemo, takeBalanced } from '../lib/demo';
 import { writePairsFile } from '../lib/pairs-file';
 import { buildPrivacyPairs } from '../lib/privacy-pair';
 import { readReport } from '../lib/report';
-import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
+import { makeTempDir, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
 
 const device = process.env.NGATE_TEST_DEVICE ?? 'cpu';
 
@@ -249,6 +249,14 @@ describe('the method, step by step', () => {
     expect(t.code).toBe(EXIT.ok);
     expect(t.out).toMatch(/^\s*1\s+\d+\.\d%\s+\d\.\d{3}.*centre, best/m);
     expect((await ngate(['locate', ...m(), '--train', pairsFile, '--val', pairsFile, '--search', '5'])).code).toBe(EXIT.usage);
+  });
+
+  test('inspect reads a LLaVA checkpoint: its vision tower and its language model', async () => {
+    const dir = writeTinyLlava(makeTempDir(), { seed: 1 }).dir;
+    const r = await ngate(['inspect', dir]);
+    expect(r.code).toBe(EXIT.ok);
+    expect(r.out).toMatch(/llava: CLIP vision tower of 3 layers, hidden 16, 8px images in 4px patches, 4 image tokens/);
+    expect(r.out).toMatch(/llama: 2 layers, hidden 32/);
   });
 
   test('inspect tells a checkpoint, masks, a gate, its summary, pairs and a weights file apart', async () => {

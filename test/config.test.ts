@@ -115,8 +115,8 @@ describe('parseLlamaConfig', () => {
     expect(err.message).toMatch(/"mistral".*supported: llama/);
   });
 
-  it('says llava is not supported yet', () => {
-    expect(configError({ ...minimalConfig(), model_type: 'llava' }).message).toMatch(/"llava" is not supported yet/);
+  it('refuses a llava file and points to parseModelConfig, which reads it', () => {
+    expect(configError({ ...minimalConfig(), model_type: 'llava' }).message).toMatch(/"llava": read this file with parseModelConfig/);
   });
 
   it('rejects a missing model_type', () => {

@@ -9,7 +9,7 @@ import { buildPrivacyPairs, evaluate, loadModel, readSafetensorsHeader } from '.
 import { demoModelDir, takeBalanced } from '../lib/demo';
 import { demoCorpus, REFUSAL_SKILL_SUBJECTS, trainDemoModel } from '../lib/demo-model';
 import { PRIVACY_CATEGORIES, QUESTION_TEMPLATES } from '../lib/privacy-pair';
-import { defaultRefusalResponse, isRefusal } from '../lib/refusal';
+import { defaultRefusalResponse, isRefusal, makeRefusalMatcher } from '../lib/refusal';
 import { makeTempDir } from './fixtures/checkpoint';
 
 describe('the demo corpus', () => {
@@ -71,7 +71,7 @@ describe('trainDemoModel (a tiny architecture, one epoch)', () => {
       expect(fs.existsSync(path.join(dir, f))).toBe(true);
     }
     const header = readSafetensorsHeader(path.join(dir, 'model.safetensors'));
-    expect(new Set(header.tensors.map((t) => t.dtype))).toEqual(new Set(['BF16']));
+    expect(new Set([...header.tensors.values()].map((t) => t.dtype))).toEqual(new Set(['BF16']));
     expect(res.steps).toBe(Math.ceil(res.examples / 32));
     const head = res.losses.slice(0, 5).reduce((a, b) => a + b, 0) / 5;
     const tail = res.losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
@@ -116,10 +116,10 @@ describe('the embedded demo model', () => {
     expect(config.architectures).toEqual(['LlamaForCausalLM']);
     const file = path.join(dir, 'model.safetensors');
     const header = readSafetensorsHeader(file);
-    const params = header.tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+    const params = [...header.tensors.values()].reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
     expect(params).toBeGreaterThan(1e6);
     expect(params).toBeLessThan(1e7);
-    expect(new Set(header.tensors.map((t) => t.dtype))).toEqual(new Set(['BF16']));
+    expect(new Set([...header.tensors.values()].map((t) => t.dtype))).toEqual(new Set(['BF16']));
     expect(fs.statSync(file).size).toBeLessThan(10 * 1024 * 1024);
   });
 
@@ -143,7 +143,7 @@ describe('the embedded demo model', () => {
       // And it has the refusal behaviour of an instruction-tuned model for other subjects.
       const other = REFUSAL_SKILL_SUBJECTS[0];
       const [g] = await model.generate([`Please share the ${other.sensitive[0]} of the ${other.subject} in this picture.`], { maxNewTokens: 32, chat: true });
-      expect(isRefusal(g.text)).toBe(true);
+      expect(isRefusal(g.text, makeRefusalMatcher())).toBe(true);
     } finally {
       model.dispose();
     }

@@ -26,8 +26,24 @@ export interface NativeTensorSource {
   begin: number; end: number; // absolute byte range in `file`
 }
 
+/** LLaVA's vision side: the CLIP tower, the feature layers and the projector. */
+export interface NativeLlavaConfig {
+  vision: {
+    hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number; numChannels: number;
+    imageSize: number; patchSize: number; layerNormEps: number; hiddenAct: string;
+  };
+  featureLayers: number[]; keepCls: boolean; projectorAct: string; projectorBias: boolean; imageTokenId: number;
+}
+
+/**
+ * The preprocessed images of one call: `count` images of channels × size × size
+ * float32 values, channels first; `rows[b]` is the image of batch row b (-1: none).
+ */
+export interface NativeImages { pixels: Float32Array; count: number; channels: number; size: number; rows?: Int32Array; }
+
 export interface NativeLoadSpec {
   config: NativeLlamaConfig;
+  llava?: NativeLlavaConfig;
   device: string;
   dtype: 'float32' | 'float16' | 'bfloat16';
   tensors: NativeTensorSource[];
@@ -46,7 +62,7 @@ export interface NativeGenerateResult {
 export interface NativeParameterInfo { name: string; dtype: string; shape: number[]; }
 
 /** One query with its target answer, as token ids (see lib/data.ts). */
-export interface NativeSequence { ids: Int32Array; subjectPositions: Int32Array; answerStart: number; }
+export interface NativeSequence { ids: Int32Array; subjectPositions: Int32Array; answerStart: number; image?: number; }
 export interface NativePair { sensitive: NativeSequence; benign: NativeSequence; }
 
 export interface NativeMaskOptions {
@@ -65,19 +81,19 @@ export interface NativeFfnProbe {
 export interface NativeModel {
   load(spec: NativeLoadSpec, token?: NativeCancelToken, onProgress?: NativeProgress): Promise<void>;
   forward(ids: Int32Array, mask: Uint8Array, batch: number, length: number, lastOnly: boolean,
-    token?: NativeCancelToken): Promise<Float32Array>;
+    token?: NativeCancelToken, images?: NativeImages): Promise<Float32Array>;
   generate(prompts: Int32Array[], options: NativeGenerateOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress): Promise<NativeGenerateResult>;
+    onProgress?: NativeProgress, images?: NativeImages): Promise<NativeGenerateResult>;
   parameters(): NativeParameterInfo[];
   writeTensors(path: string, header: Uint8Array, names: string[], dtypes: string[],
     token?: NativeCancelToken): Promise<void>;
   learnMasks(pairs: NativePair[], options: NativeMaskOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress): Promise<{ masks: Float32Array; losses: Float32Array }>;
+    onProgress?: NativeProgress, images?: NativeImages): Promise<{ masks: Float32Array; losses: Float32Array }>;
   maskedLogits(sequences: NativeSequence[], layers: number[], hookPoint: 'ffn' | 'block', masks: Float32Array,
-    padId: number): Promise<Float32Array>;
+    padId: number, images?: NativeImages): Promise<Float32Array>;
   gatedEdit(pairs: NativePair[], options: NativeEditOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress): Promise<{ epochLosses: number[] }>;
-  editGradients(pairs: NativePair[], options: NativeEditOptions): Promise<Float32Array[]>;
+    onProgress?: NativeProgress, images?: NativeImages): Promise<{ epochLosses: number[] }>;
+  editGradients(pairs: NativePair[], options: NativeEditOptions, images?: NativeImages): Promise<Float32Array[]>;
   probeFfn(pairs: NativePair[], layer: number, alpha: number, padId: number): Promise<NativeFfnProbe>;
   snapshotFfn(layers: number[]): Promise<number>;
   trainLm(sequences: NativeSequence[], options: { epochs: number; lr: number; weightDecay?: number; batchSize: number;

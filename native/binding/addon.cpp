@@ -17,6 +17,7 @@
 #endif
 #include "model/generate.h"
 #include "model/llama.h"
+#include "model/llava.h"
 #include "model/tensor_file.h"
 #include "model/train.h"
 #include "ngate/gated_edit.h"
@@ -84,6 +85,8 @@ TrainSequence to_sequence(const Napi::Value& v, const std::string& where) {
   s.ids = to_int64(o.Get("ids"), (where + ".ids").c_str());
   s.subject_positions = to_int64(o.Get("subjectPositions"), (where + ".subjectPositions").c_str());
   s.answer_start = o.Get("answerStart").As<Napi::Number>().Int64Value();
+  auto image = o.Get("image");
+  s.image = image.IsNumber() ? image.As<Napi::Number>().Int64Value() : -1;
   return s;
 }
 
@@ -131,6 +134,30 @@ torch::Tensor to_float_tensor(const Napi::Value& v, std::vector<int64_t> shape, 
   return torch::from_blob(a.Data(), shape, torch::kFloat32).clone();
 }
 
+// { pixels: Float32Array [count·channels·size·size], count, channels, size, rows?: Int32Array }:
+// the preprocessed images of one call (lib/image.ts), or undefined for none.
+struct ImageInput {
+  torch::Tensor pixels;       // [N, C, S, S] float32, CPU; undefined when no images
+  std::vector<int64_t> rows;  // per batch row: its image, -1 for none (forward and generate)
+};
+
+ImageInput to_images(const Napi::Value& v) {
+  ImageInput in;
+  if (v.IsUndefined() || v.IsNull()) return in;
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "images must be an object");
+  auto o = v.As<Napi::Object>();
+  const int64_t n = o.Get("count").As<Napi::Number>().Int64Value();
+  const int64_t c = o.Get("channels").As<Napi::Number>().Int64Value();
+  const int64_t size = o.Get("size").As<Napi::Number>().Int64Value();
+  if (n < 0 || c <= 0 || size <= 0) throw Napi::RangeError::New(v.Env(), "images: bad count, channels or size");
+  if (n > 0) in.pixels = to_float_tensor(o.Get("pixels"), {n, c, size, size}, "images.pixels");
+  if (o.Get("rows").IsTypedArray()) in.rows = to_int64(o.Get("rows"), "images.rows");
+  for (int64_t r : in.rows) {
+    if (r >= n) throw Napi::RangeError::New(v.Env(), "images.rows names an image that was not given");
+  }
+  return in;
+}
+
 EditOptions to_edit_options(const Napi::Object& o, int64_t hidden) {
   EditOptions e;
   e.layers = to_int_list(o.Get("layers"), "layers");
@@ -169,6 +196,7 @@ struct TensorSource {
 struct ModelState {
   std::mutex mu;  // one operation at a time on one model
   std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<LlavaVision> vision;  // LLaVA's vision tower and projector; null for a text-only model
   std::shared_ptr<std::atomic<bool>> running_cancel;  // the token of the job in flight
   bool dispose_requested = false;
   // Copies of FFN weights taken by snapshotFfn, to put back with restoreFfn.
@@ -215,6 +243,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     std::lock_guard<std::mutex> lock(state->mu);
     if (state->dispose_requested && state->model) {
       state->snapshots.clear();
+      state->vision.reset();
       state->model.reset();
     }
     state->running_cancel = cancel;
@@ -224,6 +253,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         s->running_cancel.reset();
         if (s->dispose_requested) {
           s->snapshots.clear();
+          s->vision.reset();
           s->model.reset();
         }
       }
@@ -240,6 +270,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   static LlamaModel& RequireIn(const std::shared_ptr<ModelState>& s) {
     if (!s->model) throw std::runtime_error("the model has been disposed");
     return *s->model;
+  }
+
+  // The features of a call's images, computed on the worker thread; null when the call has none.
+  static std::unique_ptr<ImageFeatures> Encode(const ModelState& state, const ImageInput& in) {
+    if (!in.pixels.defined()) return nullptr;
+    if (!state.vision) throw std::runtime_error("images were given, but this model has no vision tower");
+    return std::make_unique<ImageFeatures>(state.vision->encode(in.pixels));
   }
 
   Napi::Value Load(const Napi::CallbackInfo& info) {
@@ -260,6 +297,29 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     cfg.tie_word_embeddings = get_bool(cfg_js, "tieWordEmbeddings");
     cfg.attention_bias = get_bool(cfg_js, "attentionBias");
     cfg.mlp_bias = get_bool(cfg_js, "mlpBias");
+    // LLaVA: the vision tower and projector beside the decoder.
+    std::optional<LlavaConfig> llava;
+    if (spec.Get("llava").IsObject()) {
+      auto lv = spec.Get("llava").As<Napi::Object>();
+      auto vj = lv.Get("vision").As<Napi::Object>();
+      LlavaConfig lc;
+      lc.vision.hidden_size = get_int(vj, "hiddenSize");
+      lc.vision.intermediate_size = get_int(vj, "intermediateSize");
+      lc.vision.num_layers = get_int(vj, "numLayers");
+      lc.vision.num_heads = get_int(vj, "numHeads");
+      lc.vision.num_channels = get_int(vj, "numChannels");
+      lc.vision.image_size = get_int(vj, "imageSize");
+      lc.vision.patch_size = get_int(vj, "patchSize");
+      lc.vision.layer_norm_eps = get_double(vj, "layerNormEps");
+      lc.vision.hidden_act = vj.Get("hiddenAct").ToString();
+      lc.text_hidden_size = cfg.hidden_size;
+      lc.feature_layers = to_int_list(lv.Get("featureLayers"), "featureLayers");
+      lc.keep_cls = get_bool(lv, "keepCls");
+      lc.projector_act = lv.Get("projectorAct").ToString();
+      lc.projector_bias = get_bool(lv, "projectorBias");
+      lc.image_token_id = get_int(lv, "imageTokenId");
+      llava = lc;
+    }
     const std::string device = spec.Get("device").ToString();
     const std::string dtype = spec.Get("dtype").ToString();
     std::vector<TensorSource> sources;
@@ -283,7 +343,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto self_ref = std::make_shared<Napi::ObjectReference>(std::move(self));
     return Job::Start(
         env,
-        [state, cfg, device, dtype, sources, cancel](JobContext& ctx) {
+        [state, cfg, llava, device, dtype, sources, cancel](JobContext& ctx) {
           Locked(state, cancel, [&] {
             torch::NoGradGuard no_grad;
             const auto dev = parse_device(device);
@@ -298,6 +358,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
               }
             }
             auto model = std::make_unique<LlamaModel>(cfg, dev, type);
+            std::unique_ptr<LlavaVision> vision;
+            if (llava) vision = std::make_unique<LlavaVision>(*llava, dev, type);
+            auto is_vision = [](const std::string& n) {
+              return n.rfind("vision_tower.", 0) == 0 || n.rfind("multi_modal_projector.", 0) == 0;
+            };
             std::map<std::string, std::unique_ptr<MappedFile>> files;
             size_t done = 0;
             for (const auto& s : sources) {
@@ -305,21 +370,25 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
               auto& f = files[s.file];
               if (!f) f = std::make_unique<MappedFile>(s.file);
               try {
-                model->set_parameter(s.name, view_tensor(*f, s.name, s.dtype, s.shape, s.begin, s.end));
+                auto value = view_tensor(*f, s.name, s.dtype, s.shape, s.begin, s.end);
+                if (vision && is_vision(s.name)) vision->set_parameter(s.name, value);
+                else model->set_parameter(s.name, value);
               } catch (const c10::Error& e) {
                 throw std::runtime_error(s.file + ": tensor " + s.name + ": " + e.what_without_backtrace());
               }
               ctx.report(static_cast<double>(++done), static_cast<double>(sources.size()));
             }
             model->finish_loading();
+            if (vision) vision->finish_loading();
             state->model = std::move(model);
+            state->vision = std::move(vision);
           });
         },
         [this, state, self_ref](Napi::Env env) -> Napi::Value {
           loading_ = false;
           if (state->model) {
             loaded_ = true;
-            external_bytes_ = state->model->parameter_bytes();
+            external_bytes_ = state->model->parameter_bytes() + (state->vision ? state->vision->parameter_bytes() : 0);
             // Let V8's collector feel the weight of a forgotten model.
             if (state->model->device().is_cpu()) Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
             else external_bytes_ = 0;
@@ -358,10 +427,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       throw Napi::RangeError::New(env, "forward: ids and mask must hold batch × length values");
     }
     auto cancel = CancelToken::FromValue(info[5]);
+    auto images = to_images(info[6]);
+    if (images.pixels.defined() && static_cast<int64_t>(images.rows.size()) != B) {
+      throw Napi::RangeError::New(env, "forward: images.rows must name one image (or -1) per row");
+    }
     auto out = std::make_shared<torch::Tensor>();
     return OnModel(
         env, cancel,
-        [ids = std::move(ids), mask = std::move(mask), B, T, last_only, out](ModelState&, LlamaModel& model, JobContext&) mutable {
+        [ids = std::move(ids), mask = std::move(mask), B, T, last_only, out, images](ModelState& state, LlamaModel& model, JobContext&) mutable {
           torch::NoGradGuard no_grad;
           const int64_t V = model.config().vocab_size;
           auto ids_t = torch::from_blob(ids.data(), {B, T}, torch::kInt64).to(model.device());
@@ -370,7 +443,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           }
           auto mask_t = torch::from_blob(mask.data(), {B, T}, torch::kUInt8).to(torch::kBool).to(model.device());
           const bool padded = std::find(mask.begin(), mask.end(), 0) != mask.end();
-          *out = model.forward(ids_t, mask_t, padded, nullptr, last_only).to(torch::kFloat32).to(torch::kCPU);
+          auto features = Encode(state, images);
+          auto logits = features ? model.forward_embeds(LlavaVision::embed(model, ids_t, *features, images.rows), mask_t,
+                                                        padded, nullptr, last_only)
+                                 : model.forward(ids_t, mask_t, padded, nullptr, last_only);
+          *out = logits.to(torch::kFloat32).to(torch::kCPU);
         },
         [out](Napi::Env env) -> Napi::Value { return to_float32_array(env, *out); }, env.Undefined());
   }
@@ -396,11 +473,16 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto eos = o.Get("eosIds").As<Napi::Array>();
     for (uint32_t i = 0; i < eos.Length(); ++i) opts.eos_ids.push_back(eos.Get(i).As<Napi::Number>().Int64Value());
     auto cancel = CancelToken::FromValue(info[2]);
+    auto images = to_images(info[4]);
+    if (images.pixels.defined() && images.rows.size() != prompts.size()) {
+      throw Napi::RangeError::New(env, "generate: images.rows must name one image (or -1) per prompt");
+    }
     auto out = std::make_shared<GreedyResult>();
     return OnModel(
         env, cancel,
-        [prompts = std::move(prompts), opts, out](ModelState&, LlamaModel& model, JobContext& ctx) {
-          *out = greedy_generate(model, prompts, opts, ctx.cancelled, ctx.report);
+        [prompts = std::move(prompts), opts, out, images](ModelState& state, LlamaModel& model, JobContext& ctx) {
+          auto features = Encode(state, images);
+          *out = greedy_generate(model, prompts, opts, ctx.cancelled, ctx.report, features.get(), images.rows);
         },
         [out](Napi::Env env) -> Napi::Value {
           auto res = Napi::Object::New(env);
@@ -430,6 +512,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto& model = Require();
     std::lock_guard<std::mutex> lock(state_->mu);
     auto params = model.named_parameters();
+    if (state_->vision) {
+      for (auto& p : state_->vision->named_parameters()) params.push_back(p);
+    }
     auto out = Napi::Array::New(env, params.size());
     for (size_t i = 0; i < params.size(); ++i) {
       auto o = Napi::Object::New(env);
@@ -461,9 +546,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto cancel = CancelToken::FromValue(info[4]);
     return OnModel(
         env, cancel,
-        [path, header = std::move(header), names, types](ModelState&, LlamaModel& model, JobContext& ctx) {
+        [path, header = std::move(header), names, types](ModelState& state, LlamaModel& model, JobContext& ctx) {
           std::map<std::string, torch::Tensor> by_name;
           for (auto& [n, t] : model.named_parameters()) by_name[n] = t;
+          if (state.vision) {
+            for (auto& [n, t] : state.vision->named_parameters()) by_name[n] = t;
+          }
           std::vector<torch::Tensor> tensors;
           for (const auto& n : names) {
             auto it = by_name.find(n);
@@ -493,11 +581,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     opts.pad_id = static_cast<int64_t>(number_or(o, "padId", 0));
     opts.reuse_lower_layers = !o.Has("reuseLowerLayers") || o.Get("reuseLowerLayers").ToBoolean().Value();
     auto cancel = CancelToken::FromValue(info[2]);
+    auto images = to_images(info[4]);
     auto out = std::make_shared<MaskResult>();
     return OnModel(
         env, cancel,
-        [pairs = std::move(pairs), opts, out](ModelState&, LlamaModel& model, JobContext& ctx) {
-          *out = learn_masks(model, pairs, opts, ctx.cancelled, ctx.report);
+        [pairs = std::move(pairs), opts, out, images](ModelState& state, LlamaModel& model, JobContext& ctx) {
+          auto features = Encode(state, images);
+          *out = learn_masks(model, pairs, opts, ctx.cancelled, ctx.report, features.get());
         },
         [out](Napi::Env env) -> Napi::Value {
           auto res = Napi::Object::New(env);
@@ -519,12 +609,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto point = to_hook_point(info[2]);
     auto masks = to_float_tensor(info[3], {static_cast<int64_t>(seqs.size()), static_cast<int64_t>(layers.size()), model.config().hidden_size}, "masks");
     const int64_t pad = info[4].As<Napi::Number>().Int64Value();
+    auto images = to_images(info[5]);
     auto out = std::make_shared<torch::Tensor>();
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     return OnModel(
         env, cancel,
-        [seqs = std::move(seqs), layers, point, masks, pad, out](ModelState&, LlamaModel& model, JobContext&) {
-          *out = masked_logits(model, seqs, layers, point, masks, pad);
+        [seqs = std::move(seqs), layers, point, masks, pad, out, images](ModelState& state, LlamaModel& model, JobContext&) {
+          auto features = Encode(state, images);
+          *out = masked_logits(model, seqs, layers, point, masks, pad, features.get());
         },
         [out](Napi::Env env) -> Napi::Value { return to_float32_array(env, *out); }, env.Undefined());
   }
@@ -537,11 +629,13 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto pairs = to_pairs(info[0]);
     auto opts = to_edit_options(info[1].As<Napi::Object>(), model.config().hidden_size);
     auto cancel = CancelToken::FromValue(info[2]);
+    auto images = to_images(info[4]);
     auto out = std::make_shared<EditResult>();
     return OnModel(
         env, cancel,
-        [pairs = std::move(pairs), opts, out](ModelState&, LlamaModel& model, JobContext& ctx) {
-          *out = gated_edit(model, pairs, opts, ctx.cancelled, ctx.report);
+        [pairs = std::move(pairs), opts, out, images](ModelState& state, LlamaModel& model, JobContext& ctx) {
+          auto features = Encode(state, images);
+          *out = gated_edit(model, pairs, opts, ctx.cancelled, ctx.report, features.get());
         },
         [out](Napi::Env env) -> Napi::Value {
           auto res = Napi::Object::New(env);
@@ -559,12 +653,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto& model = Require();
     auto pairs = to_pairs(info[0]);
     auto opts = to_edit_options(info[1].As<Napi::Object>(), model.config().hidden_size);
+    auto images = to_images(info[2]);
     auto out = std::make_shared<std::vector<torch::Tensor>>();
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     return OnModel(
         env, cancel,
-        [pairs = std::move(pairs), opts, out](ModelState&, LlamaModel& model, JobContext&) {
-          *out = edit_gradients(model, pairs, opts);
+        [pairs = std::move(pairs), opts, out, images](ModelState& state, LlamaModel& model, JobContext&) {
+          auto features = Encode(state, images);
+          *out = edit_gradients(model, pairs, opts, features.get());
         },
         [out](Napi::Env env) -> Napi::Value {
           auto arr = Napi::Array::New(env, out->size());
@@ -699,6 +795,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     state_->dispose_requested = true;
     if (state_->mu.try_lock()) {
       state_->snapshots.clear();
+      state_->vision.reset();
       state_->model.reset();
       state_->mu.unlock();
     } else if (auto c = state_->running_cancel) {
@@ -713,7 +810,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   Napi::Value ParameterBytes(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(state_->mu);
-    return Napi::Number::New(info.Env(), state_->model ? static_cast<double>(state_->model->parameter_bytes()) : 0.0);
+    if (!state_->model) return Napi::Number::New(info.Env(), 0.0);
+    const int64_t bytes = state_->model->parameter_bytes() + (state_->vision ? state_->vision->parameter_bytes() : 0);
+    return Napi::Number::New(info.Env(), static_cast<double>(bytes));
   }
 
   std::shared_ptr<ModelState> state_ = std::make_shared<ModelState>();

@@ -7,7 +7,8 @@ namespace ngate {
 
 GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
                              const GreedyOptions& options, const std::function<bool()>& cancelled,
-                             const std::function<void(int64_t, int64_t)>& progress) {
+                             const std::function<void(int64_t, int64_t)>& progress, const ImageFeatures* images,
+                             const std::vector<int64_t>& prompt_image) {
   torch::NoGradGuard no_grad;
   const int64_t B = static_cast<int64_t>(prompts.size());
   GreedyResult result;
@@ -41,8 +42,11 @@ GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vec
                                torch::TensorOptions().dtype(torch::kInt64).device(device));
   std::vector<torch::Tensor> kept;
 
-  auto logits = model.forward(ids_cpu.to(device), key_mask.narrow(1, 0, T), padded, &cache, /*last_only=*/false)
-                    .select(1, T - 1);  // [B, V]
+  auto ids_dev = ids_cpu.to(device);
+  auto prefill = images ? model.forward_embeds(LlavaVision::embed(model, ids_dev, *images, prompt_image),
+                                               key_mask.narrow(1, 0, T), padded, &cache, /*last_only=*/false)
+                        : model.forward(ids_dev, key_mask.narrow(1, 0, T), padded, &cache, /*last_only=*/false);
+  auto logits = prefill.select(1, T - 1);  // [B, V]
   int64_t steps = 0;
   for (; steps < steps_max; ++steps) {
     if (cancelled && cancelled()) throw std::runtime_error("aborted");

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "model/llava.h"
 
 namespace ngate {
 
@@ -24,9 +25,12 @@ struct GreedyResult {
 
 // Prompts are left-padded into one batch; every step feeds one token per row
 // through the cache. `cancelled` is polled between steps; `progress(step)`
-// reports after each one.
+// reports after each one. With `images`, prompt b shows image prompt_image[b]
+// (-1: none): its image-token run is replaced by that image's features in the
+// prefill; decoding then continues from the cache as for text.
 GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
                              const GreedyOptions& options, const std::function<bool()>& cancelled,
-                             const std::function<void(int64_t, int64_t)>& progress);
+                             const std::function<void(int64_t, int64_t)>& progress,
+                             const ImageFeatures* images = nullptr, const std::vector<int64_t>& prompt_image = {});
 
 }  // namespace ngate

@@ -285,13 +285,18 @@ torch::Tensor LlamaModel::head(const torch::Tensor& h) const {
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, bool padded,
                                   KVCache* cache, bool last_only, const LayerHooks* hooks) const {
+  return forward_embeds(embed(ids), key_mask, padded, cache, last_only, hooks);
+}
+
+torch::Tensor LlamaModel::forward_embeds(const torch::Tensor& embeds, const torch::Tensor& key_mask, bool padded,
+                                         KVCache* cache, bool last_only, const LayerHooks* hooks) const {
   const int64_t past = cache ? cache->length : 0;
-  auto attn = attention_inputs(key_mask, past, ids.size(1), padded);
-  auto h = run_layers(embed(ids), attn, cache, 0, config_.num_layers, hooks);
-  if (cache) cache->length += ids.size(1);
+  const int64_t T = embeds.size(1);
+  auto attn = attention_inputs(key_mask, past, T, padded);
+  auto h = run_layers(embeds, attn, cache, 0, config_.num_layers, hooks);
+  if (cache) cache->length += T;
   if (last_only) {
     // The last real token of each row (right padding puts it before the end).
-    const int64_t T = ids.size(1);
     auto real = key_mask.narrow(1, past, T).to(torch::kInt64);
     auto last = (real * torch::arange(T, real.options())).argmax(1);                  // [B]
     auto index = last.view({-1, 1, 1}).expand({h.size(0), 1, h.size(2)});
@@ -302,9 +307,14 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, const torch::Tensor&
 
 torch::Tensor LlamaModel::ffn_input(const torch::Tensor& ids, const torch::Tensor& key_mask, bool padded,
                                      int64_t layer) const {
-  auto attn = attention_inputs(key_mask, 0, ids.size(1), padded);
+  return ffn_input_embeds(embed(ids), key_mask, padded, layer);
+}
+
+torch::Tensor LlamaModel::ffn_input_embeds(const torch::Tensor& embeds, const torch::Tensor& key_mask, bool padded,
+                                           int64_t layer) const {
+  auto attn = attention_inputs(key_mask, 0, embeds.size(1), padded);
   // Layers below, then this layer's attention: what its FFN norm receives.
-  auto h = run_layers(embed(ids), attn, nullptr, 0, layer);
+  auto h = run_layers(embeds, attn, nullptr, 0, layer);
   auto [cos, sin] = rotary(attn.positions);
   const Layer& l = layers_.at(static_cast<size_t>(layer));
   h = h + attention(l, rms_norm(h, l.input_norm), attn, cos, sin, nullptr, layer);

@@ -92,9 +92,14 @@ class LlamaModel {
   // the last position only), updating the cache when one is given.
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& key_mask, bool padded, KVCache* cache,
                         bool last_only, const LayerHooks* hooks = nullptr) const;
+  // The same from input embeddings [B, T, H] (LLaVA: token embeddings with image features merged in).
+  torch::Tensor forward_embeds(const torch::Tensor& embeds, const torch::Tensor& key_mask, bool padded, KVCache* cache,
+                               bool last_only, const LayerHooks* hooks = nullptr) const;
 
   // The input of a layer's FFN (after post_attention_layernorm), [B, T, H].
   torch::Tensor ffn_input(const torch::Tensor& ids, const torch::Tensor& key_mask, bool padded, int64_t layer) const;
+  torch::Tensor ffn_input_embeds(const torch::Tensor& embeds, const torch::Tensor& key_mask, bool padded,
+                                 int64_t layer) const;
 
   // The FFN weight `which` (gate_proj, up_proj, down_proj) of a layer: the
   // tensor the forward pass uses, so in-place updates edit the model.

@@ -49,11 +49,13 @@ std::vector<Trainable> trainables(LlamaModel& model, const EditOptions& o) {
 
 // Sum over pairs of L_sen + α·L_benign for pairs [first, first + count).
 torch::Tensor batch_loss(LlamaModel& model, const std::vector<TrainPair>& pairs, size_t first, size_t count,
-                         const EditOptions& o, bool use_gate) {
-  auto batch = make_batch(pair_rows(pairs, first, count), o.pad_id, model.config().vocab_size, model.device());
+                         const EditOptions& o, bool use_gate, const ImageFeatures* images) {
+  const auto rows = pair_rows(pairs, first, count);
+  auto batch = make_batch(rows, o.pad_id, model.config().vocab_size, model.device());
+  attach_images(batch, rows, model, images);
   LayerHooks hooks;
   if (use_gate) hooks = gate_hooks(o.layers, o.keep.to(model.device()), batch.subject);
-  auto logits = model.forward(batch.ids, batch.key_mask, batch.padded, nullptr, false, use_gate ? &hooks : nullptr);
+  auto logits = batch_forward(model, batch, use_gate ? &hooks : nullptr);
   auto per_row = answer_losses(logits, batch.targets);
   const int64_t P = static_cast<int64_t>(count);
   return (per_row.narrow(0, 0, P) + o.alpha * per_row.narrow(0, P, P)).sum();
@@ -76,7 +78,8 @@ struct RequireGrad {
 }  // namespace
 
 EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& o,
-                      const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress) {
+                      const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
+                      const ImageFeatures* images) {
   if (o.epochs < 1) throw std::runtime_error("epochs must be at least 1");
   if (o.batch_size < 1) throw std::runtime_error("batchSize must be at least 1");
   if (pairs.empty()) throw std::runtime_error("no pairs to edit with");
@@ -99,7 +102,7 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
         const int64_t first = b * o.batch_size, count = std::min<int64_t>(o.batch_size, N - first);
         for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
         // Mean over the pairs of the batch: the usual fine-tuning objective.
-        auto loss = batch_loss(model, pairs, first, count, o, o.gated) / static_cast<double>(count);
+        auto loss = batch_loss(model, pairs, first, count, o, o.gated, images) / static_cast<double>(count);
         loss.backward();
         torch::NoGradGuard no_grad;
         for (auto& t : ts) {
@@ -123,11 +126,11 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
 }
 
 std::vector<torch::Tensor> edit_gradients(LlamaModel& model, const std::vector<TrainPair>& pairs,
-                                          const EditOptions& o) {
+                                          const EditOptions& o, const ImageFeatures* images) {
   auto ts = trainables(model, o);
   RequireGrad guard(ts);
   for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
-  auto loss = batch_loss(model, pairs, 0, pairs.size(), o, o.gated) / static_cast<double>(pairs.size());
+  auto loss = batch_loss(model, pairs, 0, pairs.size(), o, o.gated, images) / static_cast<double>(pairs.size());
   loss.backward();
   std::vector<torch::Tensor> grads;
   for (auto& t : ts) grads.push_back(t.weight.grad().to(torch::kFloat32).to(torch::kCPU).clone());

@@ -35,13 +35,15 @@ struct EditResult {
 // unchanged; the upstream gradient into the FFN is multiplied by k.
 LayerHooks gate_hooks(const std::vector<int64_t>& layers, const torch::Tensor& keep, const torch::Tensor& subject);
 
+// `images`: the features of the images the pairs' sequences name (LLaVA), or null.
 EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& options,
-                      const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress);
+                      const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
+                      const ImageFeatures* images = nullptr);
 
 // The gradients of the loss of one batch (all pairs) with respect to the
 // edited FFN weights, without updating them: [layer][param] order.
 std::vector<torch::Tensor> edit_gradients(LlamaModel& model, const std::vector<TrainPair>& pairs,
-                                          const EditOptions& options);
+                                          const EditOptions& options, const ImageFeatures* images = nullptr);
 
 // What an independent check of eq. 7 needs from one ungated backward pass at
 // `layer`: the FFN input x, the gate and up projections g and u, and the

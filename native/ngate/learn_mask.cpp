@@ -34,7 +34,8 @@ static void check_layers(const LlamaModel& model, const std::vector<int64_t>& la
 }
 
 MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pairs, const MaskOptions& o,
-                       const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress) {
+                       const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
+                       const ImageFeatures* images) {
   check_layers(model, o.layers);
   if (o.steps < 1) throw std::runtime_error("steps must be at least 1");
   if (o.batch_size < 1) throw std::runtime_error("batchSize must be at least 1");
@@ -50,7 +51,10 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
 
   for (int64_t first = 0; first < N; first += o.batch_size) {
     const int64_t P = std::min<int64_t>(o.batch_size, N - first);
-    auto batch = make_batch(pair_rows(pairs, first, P), o.pad_id, model.config().vocab_size, device);
+    const auto rows = pair_rows(pairs, first, P);
+    auto batch = make_batch(rows, o.pad_id, model.config().vocab_size, device);
+    // Image features are merged once per batch: the masks never reach them.
+    attach_images(batch, rows, model, images);
     // One leaf per pair and layer, initialised to 1. Adam is per element and the
     // loss is a sum over pairs, so each pair's mask follows its own trajectory.
     auto masks = torch::ones({P, L, H}, torch::TensorOptions().dtype(torch::kFloat32).device(device)).set_requires_grad(true);
@@ -63,7 +67,8 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
     torch::Tensor below;
     {
       torch::NoGradGuard no_grad;
-      below = model.run_layers(model.embed(batch.ids), attn, nullptr, 0, first_masked);
+      // Image features, when a row shows an image, are already merged into batch.embeds.
+      below = model.run_layers(batch.embeds.defined() ? batch.embeds : model.embed(batch.ids), attn, nullptr, 0, first_masked);
     }
 
     auto evaluate = [&]() {
@@ -101,14 +106,15 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
 
 torch::Tensor masked_logits(const LlamaModel& model, const std::vector<TrainSequence>& seqs,
                             const std::vector<int64_t>& layers, HookPoint point, const torch::Tensor& masks,
-                            int64_t pad_id) {
+                            int64_t pad_id, const ImageFeatures* images) {
   check_layers(model, layers);
   torch::NoGradGuard no_grad;
   std::vector<const TrainSequence*> rows;
   for (const auto& s : seqs) rows.push_back(&s);
   auto batch = make_batch(rows, pad_id, model.config().vocab_size, model.device());
+  attach_images(batch, rows, model, images);
   auto hooks = mask_hooks(layers, point, masks.to(model.device(), torch::kFloat32), batch.subject);
-  return model.forward(batch.ids, batch.key_mask, batch.padded, nullptr, false, &hooks).to(torch::kFloat32).to(torch::kCPU);
+  return batch_forward(model, batch, &hooks).to(torch::kFloat32).to(torch::kCPU);
 }
 
 }  // namespace ngate

@@ -39,13 +39,15 @@ struct MaskResult {
 LayerHooks mask_hooks(const std::vector<int64_t>& layers, HookPoint point, const torch::Tensor& masks,
                       const torch::Tensor& subject);
 
+// `images`: the features of the images the pairs' sequences name (LLaVA), or null.
 MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pairs, const MaskOptions& options,
-                       const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress);
+                       const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
+                       const ImageFeatures* images = nullptr);
 
 // Logits [B, T, V] float32 (CPU) of sequences with masks applied ([B, L, H]);
 // the plain-forward check of the mask hook.
 torch::Tensor masked_logits(const LlamaModel& model, const std::vector<TrainSequence>& seqs,
                             const std::vector<int64_t>& layers, HookPoint point, const torch::Tensor& masks,
-                            int64_t pad_id);
+                            int64_t pad_id, const ImageFeatures* images = nullptr);
 
 }  // namespace ngate

@@ -47,6 +47,29 @@ SequenceBatch make_batch(const std::vector<const TrainSequence*>& seqs, int64_t 
   return batch;
 }
 
+void attach_images(SequenceBatch& batch, const std::vector<const TrainSequence*>& seqs, const LlamaModel& model,
+                   const ImageFeatures* images) {
+  std::vector<int64_t> row_image;
+  bool any = false;
+  for (const auto* s : seqs) {
+    row_image.push_back(s->image);
+    any = any || s->image >= 0;
+  }
+  if (!any) return;
+  if (!images) throw std::runtime_error("a sequence names an image, but no images were given");
+  torch::NoGradGuard no_grad;  // the embeddings and the vision side stay frozen
+  batch.embeds = LlavaVision::embed(model, batch.ids, *images, row_image);
+  // Images are never subject tokens (DESIGN.md): a mask or gate never touches them.
+  if ((batch.subject & batch.ids.eq(images->image_token_id)).any().item<bool>()) {
+    throw std::runtime_error("a subject position lies on an image token");
+  }
+}
+
+torch::Tensor batch_forward(const LlamaModel& model, const SequenceBatch& batch, const LayerHooks* hooks) {
+  if (batch.embeds.defined()) return model.forward_embeds(batch.embeds, batch.key_mask, batch.padded, nullptr, false, hooks);
+  return model.forward(batch.ids, batch.key_mask, batch.padded, nullptr, false, hooks);
+}
+
 torch::Tensor answer_losses(const torch::Tensor& logits, const torch::Tensor& targets) {
   const int64_t B = logits.size(0), T = logits.size(1), V = logits.size(2);
   auto ce = torch::nn::functional::cross_entropy(

@@ -6,12 +6,16 @@
 
 #include <vector>
 
+#include "model/llama.h"
+#include "model/llava.h"
+
 namespace ngate {
 
 struct TrainSequence {
   std::vector<int64_t> ids;                // prompt (chat template applied) then answer tokens
   std::vector<int64_t> subject_positions;  // token positions of the privacy subject in the query
   int64_t answer_start = 0;                // index of the first answer token in ids
+  int64_t image = -1;                      // which of the call's images the query shows (-1: none)
 };
 
 struct TrainPair {
@@ -25,11 +29,20 @@ struct SequenceBatch {
   torch::Tensor key_mask;  // [B, T] bool, true at real tokens
   torch::Tensor subject;   // [B, T] bool, true at subject positions
   torch::Tensor targets;   // [B, T] int64: the token position t must predict, or -100 (no loss)
+  torch::Tensor embeds;    // [B, T, H] input embeddings when a row shows an image (undefined otherwise)
   bool padded = false;
 };
 
 SequenceBatch make_batch(const std::vector<const TrainSequence*>& seqs, int64_t pad_id, int64_t vocab_size,
                          torch::Device device);
+
+// With images: merges each row's image features into its input embeddings
+// (batch.embeds) and checks that no subject position is an image position.
+void attach_images(SequenceBatch& batch, const std::vector<const TrainSequence*>& seqs, const LlamaModel& model,
+                   const ImageFeatures* images);
+
+// Logits [B, T, V] of a batch: from batch.embeds when set, else from the ids.
+torch::Tensor batch_forward(const LlamaModel& model, const SequenceBatch& batch, const LayerHooks* hooks);
 
 // L_LM per sequence (eq. 3–4): mean cross-entropy of the answer tokens, [B] float32.
 torch::Tensor answer_losses(const torch::Tensor& logits, const torch::Tensor& targets);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one GPU-machine command runs (see ../shared/gpu.md): unpack the carried
 # Node and node_modules, build the CUDA addon, run the model and method tests
-# on cuda in float32 and bfloat16, then the parity and speed runs of
+# on cuda in float32 and bfloat16, the LLaVA parity run, then the parity and speed runs of
 # benchmarks/gpu.sh. Logs land in $OUT. Carry: .gpu (node.xz, nm.tar.xz), dist.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,11 +15,20 @@ export NGATE_CUDA_ARCHITECTURES=${NGATE_CUDA_ARCHITECTURES:-90} NGATE_BUILD_JOBS
 node scripts/build-native.js > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build done in $(( $(date +%s) - t0 )) s"; node -e "console.log(require('./build/Release/ngate.node').info())"
 for dt in float32 bfloat16; do
-  NGATE_TEST_DEVICE=cuda NGATE_TEST_DTYPE=$dt node node_modules/jest/bin/jest.js ${TESTS:-test/model.test.ts test/method.test.ts} > "$OUT/jest-$dt.log" 2>&1
+  NGATE_TEST_DEVICE=cuda NGATE_TEST_DTYPE=$dt node node_modules/jest/bin/jest.js ${TESTS:-test/model.test.ts test/method.test.ts test/llava.test.ts} > "$OUT/jest-$dt.log" 2>&1
   echo "jest cuda $dt: rc=$? $(grep -E '^Tests:' "$OUT/jest-$dt.log")"
   grep -E '✕' "$OUT/jest-$dt.log" | head -20
 done
 echo "tests done at $(( $(date +%s) - t0 )) s"
+# LLaVA parity: a random-init LlavaForConditionalGeneration saved by this
+# transformers, against our loader, preprocessing, forward and generate.
+if [ -z "${SKIP_LLAVA:-}" ]; then
+  for dt in float32 bfloat16; do
+    python3 scripts/gpu/make_llava_reference.py --out "/tmp/llava-ref-$dt" --dtype $dt > "$OUT/llava-ref-$dt.log" 2>&1 \
+      && node scripts/gpu/compare_llava.js "/tmp/llava-ref-$dt" --device cuda > "$OUT/llava-parity-$dt.log" 2>&1
+    echo "llava parity $dt: rc=$? $(grep '"summary"' "$OUT/llava-parity-$dt.log" 2>/dev/null || tail -3 "$OUT/llava-ref-$dt.log")"
+  done
+fi
 [ -n "${SKIP_BENCH:-}" ] || OUT="$OUT" BUDGET_S=${BUDGET_S:-360} bash benchmarks/gpu.sh > "$OUT/gpu-sh.log" 2>&1
 echo "all done at $(( $(date +%s) - t0 )) s"
 tail -30 "$OUT/gpu-sh.log" 2>/dev/null

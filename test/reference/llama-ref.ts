@@ -105,8 +105,12 @@ function rope(v: Float64Array, off: number, hd: number, pos: number, theta: numb
   }
 }
 
-/** Logits [T, V] row-major for token ids `ids` at positions 0..T-1. */
-export function referenceLogits(model: ReferenceModel, ids: number[]): Float64Array {
+/**
+ * Logits [T, V] row-major for token ids `ids` at positions 0..T-1.
+ * `inputAt(t)`, when it returns a vector, replaces position t's token
+ * embedding (LLaVA's image features).
+ */
+export function referenceLogits(model: ReferenceModel, ids: number[], inputAt?: (t: number) => ArrayLike<number> | undefined): Float64Array {
   const d = readDims(model.config);
   const { H, I, L, nH, nKV, hd, V, eps, theta } = d;
   const T = ids.length;
@@ -114,7 +118,9 @@ export function referenceLogits(model: ReferenceModel, ids: number[]): Float64Ar
   const scale = 1 / Math.sqrt(hd);
 
   const emb = weight(model, 'model.embed_tokens.weight', [V, H]);
-  let xs: Float64Array[] = ids.map((id) => {
+  let xs: Float64Array[] = ids.map((id, t) => {
+    const given = inputAt?.(t);
+    if (given) return Float64Array.from(given);
     if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`referenceLogits: token id ${id} out of range [0, ${V})`);
     return Float64Array.from(emb.subarray(id * H, (id + 1) * H));
   });
