@@ -26,6 +26,13 @@ export interface GatedEditOptions {
   /** Layers to edit; default the gate's layers (required when there is no gate). */
   layers?: number[];
   refusal?: string;
+  /**
+   * Compute the layers below the first edited layer once per batch for the
+   * whole edit instead of at every step (default true). Their weights never
+   * change, so the result is the same; false runs the plain full pass, the
+   * reference the shortcut is tested against.
+   */
+  reuseLowerLayers?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -84,6 +91,7 @@ export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate |
   const onProgress = opts.onProgress;
   const res = await model.runNative(opts.signal, (native, token) => native.gatedEdit(inputs.pairs, {
     layers, params, gated, keep, epochs: o.epochs, lr: o.lr, alpha: o.alpha, batchSize: o.batchSize, padId: model.padTokenId,
+    reuseLowerLayers: opts.reuseLowerLayers !== false,
   }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined, inputs.images));
   const edited = layers.flatMap((l) => params.map((p) => `model.layers.${l}.mlp.${p}.weight`));
   edited.forEach((n) => model.editedTensors.add(n));

@@ -231,6 +231,29 @@ describe('gatedEdit', () => {
     }
   });
 
+  test('computing the layers below the first edited layer once for the whole edit gives the edit of the full pass', async () => {
+    const H = (model as Model).config.hiddenSize;
+    for (const [layers, gated] of [[[1], true], [[1, 2], false], [[0], true]] as const) {
+      const results = [];
+      for (const reuse of [true, false]) {
+        const m = await loadModel(fx.dir, { device, dtype: 'float32' });
+        try {
+          const gate = gated ? handGate([...layers], H, (_l, j) => j % 3 !== 0) : null;
+          const rep = await gatedEdit(m, pairs, gate, { layers: [...layers], gated, epochs: 3, lr: 1e-2, batchSize: 2, reuseLowerLayers: reuse });
+          const ids = (await m.tokenizer.encode(pairs[2].benign)).ids;
+          results.push({ losses: rep.epochLosses, logits: (await m.forward([ids])).logits });
+        } finally {
+          m.dispose();
+        }
+      }
+      const [reused, plain] = results;
+      reused.losses.forEach((l, i) => expect(Math.abs(l - plain.losses[i])).toBeLessThan(1e-6));
+      expect(maxAbsDiff(reused.logits, plain.logits)).toBeLessThan(1e-5);
+      // The edit did something, so the two are not two copies of the unedited model.
+      expect(Math.abs(reused.losses[2] - reused.losses[0])).toBeGreaterThan(1e-4);
+    }
+  });
+
   test('a bfloat16 model keeps float32 master weights, so Adam steps far below bfloat16 resolution accumulate', async () => {
     const bf = writeTinyLlama(makeTempDir(), { seed: 11, numLayers: 3, numKvHeads: 2, dtype: 'bfloat16' });
     const m = await loadModel(bf.dir, { device, dtype: 'bfloat16' });

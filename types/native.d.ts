@@ -72,6 +72,7 @@ export interface NativeMaskOptions {
 export interface NativeEditOptions {
   layers: number[]; params: string[]; gated: boolean; keep?: Uint8Array; // [layers, hiddenSize] when gated
   epochs: number; lr: number; alpha: number; batchSize: number; padId: number;
+  reuseLowerLayers?: boolean;
 }
 export interface NativeFfnProbe {
   x: Float32Array; g: Float32Array; u: Float32Array; delta: Float32Array; subject: Uint8Array;

@@ -182,6 +182,7 @@ EditOptions to_edit_options(const Napi::Object& o, int64_t hidden) {
   e.alpha = number_or(o, "alpha", 1.25);
   e.batch_size = static_cast<int64_t>(number_or(o, "batchSize", 8));
   e.pad_id = static_cast<int64_t>(number_or(o, "padId", 0));
+  e.reuse_lower_layers = !o.Has("reuseLowerLayers") || o.Get("reuseLowerLayers").ToBoolean().Value();
   return e;
 }
 
@@ -621,7 +622,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         [out](Napi::Env env) -> Napi::Value { return to_float32_array(env, *out); }, env.Undefined());
   }
 
-  // gatedEdit(pairs, { layers, params, keep, gated, epochs, lr, alpha, batchSize, padId }, token, onProgress)
+  // gatedEdit(pairs, { layers, params, keep, gated, epochs, lr, alpha, batchSize, padId, reuseLowerLayers }, token, onProgress)
   //   → { epochLosses: number[] }
   Napi::Value GatedEdit(const Napi::CallbackInfo& info) {
     auto env = info.Env();

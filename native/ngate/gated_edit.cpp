@@ -47,17 +47,39 @@ std::vector<Trainable> trainables(LlamaModel& model, const EditOptions& o) {
   return out;
 }
 
-// Sum over pairs of L_sen + α·L_benign for pairs [first, first + count).
-torch::Tensor batch_loss(LlamaModel& model, const std::vector<TrainPair>& pairs, size_t first, size_t count,
-                         const EditOptions& o, bool use_gate, const ImageFeatures* images) {
+// One batch of pairs [first, first + count), made once for the whole edit,
+// with the hidden states that enter the first edited layer when they are reused.
+struct EditBatch {
+  SequenceBatch batch;
+  AttentionInputs attn;
+  int64_t first_layer = 0;  // layer the forward pass starts at
+  torch::Tensor below;      // [2P, T, H]: input of first_layer (embeddings when 0)
+  int64_t count = 0;
+};
+
+EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>& pairs, size_t first, size_t count,
+                          const EditOptions& o, const ImageFeatures* images) {
+  EditBatch eb;
   const auto rows = pair_rows(pairs, first, count);
-  auto batch = make_batch(rows, o.pad_id, model.config().vocab_size, model.device());
-  attach_images(batch, rows, model, images);
+  eb.batch = make_batch(rows, o.pad_id, model.config().vocab_size, model.device());
+  attach_images(eb.batch, rows, model, images);
+  eb.attn = model.attention_inputs(eb.batch.key_mask, 0, eb.batch.ids.size(1), eb.batch.padded);
+  eb.count = static_cast<int64_t>(count);
+  eb.first_layer = o.reuse_lower_layers ? *std::min_element(o.layers.begin(), o.layers.end()) : 0;
+  torch::NoGradGuard no_grad;
+  auto embeds = eb.batch.embeds.defined() ? eb.batch.embeds : model.embed(eb.batch.ids);
+  eb.below = model.run_layers(embeds, eb.attn, nullptr, 0, eb.first_layer);
+  return eb;
+}
+
+// Sum over the batch's pairs of L_sen + α·L_benign (eq. 7's objective).
+torch::Tensor batch_loss(const LlamaModel& model, const EditBatch& eb, const EditOptions& o, bool use_gate) {
   LayerHooks hooks;
-  if (use_gate) hooks = gate_hooks(o.layers, o.keep.to(model.device()), batch.subject);
-  auto logits = batch_forward(model, batch, use_gate ? &hooks : nullptr);
-  auto per_row = answer_losses(logits, batch.targets);
-  const int64_t P = static_cast<int64_t>(count);
+  if (use_gate) hooks = gate_hooks(o.layers, o.keep.to(model.device()), eb.batch.subject);
+  auto h = model.run_layers(eb.below, eb.attn, nullptr, eb.first_layer, model.config().num_layers,
+                            use_gate ? &hooks : nullptr);
+  auto per_row = answer_losses(model.head(h), eb.batch.targets);
+  const int64_t P = eb.count;
   return (per_row.narrow(0, 0, P) + o.alpha * per_row.narrow(0, P, P)).sum();
 }
 
@@ -92,6 +114,12 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
   EditResult result;
   const int64_t N = static_cast<int64_t>(pairs.size());
   const int64_t batches = (N + o.batch_size - 1) / o.batch_size;
+  // Pairs are batched in order, the same batches every epoch.
+  std::vector<EditBatch> prepared;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t first = b * o.batch_size;
+    prepared.push_back(make_edit_batch(model, pairs, first, std::min<int64_t>(o.batch_size, N - first), o, images));
+  }
   try {
     RequireGrad guard(ts);
     torch::optim::Adam adam(masters, torch::optim::AdamOptions(o.lr));
@@ -99,10 +127,10 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
       double epoch_loss = 0;
       for (int64_t b = 0; b < batches; ++b) {
         if (cancelled && cancelled()) throw std::runtime_error("aborted");
-        const int64_t first = b * o.batch_size, count = std::min<int64_t>(o.batch_size, N - first);
+        const int64_t count = prepared[b].count;
         for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
         // Mean over the pairs of the batch: the usual fine-tuning objective.
-        auto loss = batch_loss(model, pairs, first, count, o, o.gated, images) / static_cast<double>(count);
+        auto loss = batch_loss(model, prepared[b], o, o.gated) / static_cast<double>(count);
         loss.backward();
         torch::NoGradGuard no_grad;
         for (auto& t : ts) {
@@ -130,7 +158,8 @@ std::vector<torch::Tensor> edit_gradients(LlamaModel& model, const std::vector<T
   auto ts = trainables(model, o);
   RequireGrad guard(ts);
   for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
-  auto loss = batch_loss(model, pairs, 0, pairs.size(), o, o.gated, images) / static_cast<double>(pairs.size());
+  auto eb = make_edit_batch(model, pairs, 0, pairs.size(), o, images);
+  auto loss = batch_loss(model, eb, o, o.gated) / static_cast<double>(pairs.size());
   loss.backward();
   std::vector<torch::Tensor> grads;
   for (auto& t : ts) grads.push_back(t.weight.grad().to(torch::kFloat32).to(torch::kCPU).clone());

@@ -24,6 +24,10 @@ struct EditOptions {
   double alpha = 1.25;
   int64_t batch_size = 8;
   int64_t pad_id = 0;
+  // Layers below the first edited layer never change during the edit: compute
+  // their output once per batch for the whole edit instead of every epoch
+  // (false: the plain full pass every step, the reference for the shortcut).
+  bool reuse_lower_layers = true;
 };
 
 struct EditResult {
