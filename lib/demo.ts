@@ -58,15 +58,18 @@ export interface DemoResult {
 }
 
 /**
- * Defaults sized for a model of a few million parameters and for time.
- * - 32 seen and 32 held-out pairs: about five per category, and each
- *   evaluation is 128 short greedy answers, a few seconds on a CPU.
- * - Masks: 40 Adam steps at lr 0.1. Starting from m = 1, Adam moves an entry
- *   by at most about lr per step, so the library's 20 × 0.05 barely reaches
- *   m < 0, and eq. 6 would then count almost nothing; twice the budget does.
- * - Edit: a tiny model trained from scratch has weights far larger relative to
- *   a 1e-5 step than a 7B model does, so the paper's lr would leave it
- *   unchanged in 10 epochs; 1e-3 moves it within the same 10 epochs.
+ * Defaults sized for the embedded model (2.2M parameters, 8 layers) and for
+ * two minutes on two CPU cores; measured, not from the paper.
+ * - 32 seen and 32 held-out pairs: five or six per category; each evaluation
+ *   is 128 short greedy answers, about a second.
+ * - Masks: 20 Adam steps (the library default) at lr 0.1. Starting from m = 1,
+ *   Adam moves an entry by at most about lr per step, so m < 0 (what eq. 6
+ *   counts) needs lr × steps ≥ 1; the library's 0.05 × 20 = 1 only just reaches it.
+ * - Edit: a model trained from scratch at this size has weights far larger
+ *   relative to a 1e-5 step than a 7B model does; the paper's lr leaves it
+ *   unchanged in 10 epochs. 3e-3 with 4 pairs per step (80 Adam steps in the
+ *   10 epochs) moved most sensitive answers to refusals in our runs while
+ *   keeping most benign ones; 1e-2 refused nearly everything.
  * - 24 new tokens per answer: refusals and answers show in the first words.
  */
 export const DEMO_DEFAULTS = {
@@ -74,8 +77,8 @@ export const DEMO_DEFAULTS = {
   trainPairs: 32,
   heldOutPairs: 32,
   maxNewTokens: 24,
-  mask: { steps: 40, lr: 0.1, batchSize: 16 },
-  edit: { epochs: 10, lr: 1e-3, batchSize: 8 },
+  mask: { steps: 20, lr: 0.1, batchSize: 32 },
+  edit: { epochs: 10, lr: 3e-3, batchSize: 4 },
 };
 
 /** The embedded demo model's folder. */
