@@ -27,6 +27,14 @@ export interface LearnMaskOptions {
    * false runs the plain full pass, the reference the shortcut is tested against.
    */
   reuseLowerLayers?: boolean;
+  /**
+   * Keep the keys and values of the positions before the batch's first subject
+   * token (an image in front of the question included) from one pass, and
+   * recompute only the positions from there on at every step (default true).
+   * The attention is causal and the mask scales subject positions only, so
+   * the result is the same; false recomputes every position.
+   */
+  reusePrefix?: boolean;
   /** Recorded with the result; mask learning itself draws no random numbers. */
   seed?: number;
   /** r_safe for pairs without their own `refusal`. */
@@ -73,7 +81,7 @@ export async function learnMask(model: Model, pairs: PrivacyPair[], opts: LearnM
   const onProgress = opts.onProgress;
   const res = await model.runNative(opts.signal, (native, token) => native.learnMasks(inputs.pairs, {
     layers, hookPoint: o.hookPoint, alpha: o.alpha, l1: o.l1, lr: o.lr, steps: o.steps, batchSize: o.batchSize,
-    padId: model.padTokenId, reuseLowerLayers: opts.reuseLowerLayers !== false,
+    padId: model.padTokenId, reuseLowerLayers: opts.reuseLowerLayers !== false, reusePrefix: opts.reusePrefix !== false,
   }, token, onProgress ? (done, total) => onProgress({ stage: 'learnMask', done, total }) : undefined, inputs.images));
   const losses = pairs.map((_, i) => ({
     sensitive: res.losses[i * 3], benign: res.losses[i * 3 + 1], l1: o.l1 * res.losses[i * 3 + 2],

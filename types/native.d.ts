@@ -67,7 +67,7 @@ export interface NativePair { sensitive: NativeSequence; benign: NativeSequence;
 
 export interface NativeMaskOptions {
   layers: number[]; hookPoint: 'ffn' | 'block'; alpha: number; l1: number; lr: number; steps: number;
-  batchSize: number; padId: number; reuseLowerLayers?: boolean;
+  batchSize: number; padId: number; reuseLowerLayers?: boolean; reusePrefix?: boolean;
 }
 export interface NativeEditOptions {
   layers: number[]; params: string[]; gated: boolean; keep?: Uint8Array; // [layers, hiddenSize] when gated

@@ -564,7 +564,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); }, env.Undefined());
   }
 
-  // learnMasks(pairs, { layers, hookPoint, alpha, l1, lr, steps, batchSize, padId, reuseLowerLayers }, token, onProgress)
+  // learnMasks(pairs, { layers, hookPoint, alpha, l1, lr, steps, batchSize, padId, reuseLowerLayers, reusePrefix }, token, onProgress)
   //   → { masks: Float32Array [N, L, H], losses: Float32Array [N, 3] }
   Napi::Value LearnMasks(const Napi::CallbackInfo& info) {
     auto env = info.Env();
@@ -581,6 +581,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     opts.batch_size = static_cast<int64_t>(number_or(o, "batchSize", static_cast<double>(opts.batch_size)));
     opts.pad_id = static_cast<int64_t>(number_or(o, "padId", 0));
     opts.reuse_lower_layers = !o.Has("reuseLowerLayers") || o.Get("reuseLowerLayers").ToBoolean().Value();
+    opts.reuse_prefix = !o.Has("reusePrefix") || o.Get("reusePrefix").ToBoolean().Value();
     auto cancel = CancelToken::FromValue(info[2]);
     auto images = to_images(info[4]);
     auto out = std::make_shared<MaskResult>();

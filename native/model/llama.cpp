@@ -181,7 +181,11 @@ torch::Tensor LlamaModel::attention(const Layer& l, const torch::Tensor& x, cons
   auto v = torch::linear(x, l.v, l.v_bias).view({B, T, c.num_kv_heads, hd}).transpose(1, 2);
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
-  if (cache) {
+  if (cache && cache->frozen) {
+    const int64_t past = cache->length;
+    k = torch::cat({cache->keys[index].narrow(2, 0, past), k}, 2);
+    v = torch::cat({cache->values[index].narrow(2, 0, past), v}, 2);
+  } else if (cache) {
     const int64_t past = cache->length;
     if (past + T > cache->capacity) throw std::runtime_error("KV cache capacity exceeded");
     cache->keys[index].narrow(2, past, T).copy_(k);

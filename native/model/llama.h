@@ -35,6 +35,10 @@ struct KVCache {
   std::vector<torch::Tensor> values;  // [B, n_kv, capacity, head_dim]
   int64_t length = 0;                 // positions filled
   int64_t capacity = 0;
+  // Frozen: the first `length` positions are a fixed prefix that new positions
+  // attend to but never join (attention concatenates instead of writing), so
+  // one prefix serves many passes, gradients included.
+  bool frozen = false;
 };
 
 // Per-step attention inputs derived from the key padding mask.

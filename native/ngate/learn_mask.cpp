@@ -62,21 +62,47 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
     auto row_pair = torch::cat({torch::arange(P), torch::arange(P)}).to(device);  // sensitive rows, then benign rows
 
     // The hidden states entering the first masked layer do not depend on m.
+    const int64_t num_layers = model.config().num_layers;
     const int64_t first_masked = o.reuse_lower_layers ? *std::min_element(o.layers.begin(), o.layers.end()) : 0;
-    const auto attn = model.attention_inputs(batch.key_mask, 0, batch.ids.size(1), batch.padded);
+    const int64_t T = batch.ids.size(1);
+    const auto attn = model.attention_inputs(batch.key_mask, 0, T, batch.padded);
     torch::Tensor below;
     {
       torch::NoGradGuard no_grad;
       // Image features, when a row shows an image, are already merged into batch.embeds.
       below = model.run_layers(batch.embeds.defined() ? batch.embeds : model.embed(batch.ids), attn, nullptr, 0, first_masked);
     }
+    // Nor do the keys and values of positions before the batch's first subject
+    // token (an image in front of the question included), at any layer.
+    int64_t prefix = 0;
+    KVCache kept;
+    if (o.reuse_prefix) {
+      // The earliest position any row's mask or loss touches: its first subject
+      // token, or its first answer target should a row lack subject tokens.
+      auto pos = torch::arange(T, batch.ids.options()).unsqueeze(0).expand_as(batch.ids);
+      auto never = torch::full_like(pos, T);
+      auto touched = batch.subject.logical_or(batch.targets.ne(-100));
+      prefix = torch::where(touched, pos, never).amin().item<int64_t>();
+    }
+    if (prefix > 0) {
+      torch::NoGradGuard no_grad;
+      kept = model.make_cache(batch.ids.size(0), T);
+      model.run_layers(below, attn, &kept, first_masked, num_layers);
+      kept.length = prefix;
+      kept.frozen = true;
+    }
+    const int64_t S = T - prefix;  // positions recomputed at every step
+    const auto step_attn = prefix > 0 ? model.attention_inputs(batch.key_mask, prefix, S, batch.padded) : attn;
+    const auto step_below = below.narrow(1, prefix, S);
+    const auto step_subject = batch.subject.narrow(1, prefix, S);
+    const auto step_targets = batch.targets.narrow(1, prefix, S);  // the prefix holds no answer token
 
     auto evaluate = [&]() {
       auto row_masks = masks.index_select(0, row_pair);  // [2P, L, H]
-      auto hooks = mask_hooks(o.layers, o.hook_point, row_masks, batch.subject);
-      auto h = model.run_layers(below, attn, nullptr, first_masked, model.config().num_layers, &hooks);
+      auto hooks = mask_hooks(o.layers, o.hook_point, row_masks, step_subject);
+      auto h = model.run_layers(step_below, step_attn, prefix > 0 ? &kept : nullptr, first_masked, num_layers, &hooks);
       auto logits = model.head(h);
-      auto per_row = answer_losses(logits, batch.targets);  // [2P]
+      auto per_row = answer_losses(logits, step_targets);  // [2P]
       auto sen = per_row.narrow(0, 0, P), ben = per_row.narrow(0, P, P);
       auto l1 = (masks - 1.0).abs().sum({1, 2});  // ‖m − 1‖₁ over every masked layer (eq. 5, eq. 8)
       return std::make_tuple(sen, ben, l1);

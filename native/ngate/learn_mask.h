@@ -27,6 +27,11 @@ struct MaskOptions {
   // same at every step: compute it once per batch (false: the plain full pass
   // every step, kept to check the shortcut against).
   bool reuse_lower_layers = true;
+  // Positions before the first subject token see no mask at any layer (the
+  // attention is causal): keep their keys and values from one pass and
+  // recompute only the suffix from there at every step (false: every position
+  // every step).
+  bool reuse_prefix = true;
 };
 
 struct MaskResult {
