@@ -124,7 +124,8 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
     RequireGrad guard(ts);
     torch::optim::Adam adam(masters, torch::optim::AdamOptions(o.lr));
     for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
-      double epoch_loss = 0;
+      // Summed on the device and read once per epoch: no host sync inside the step loop.
+      auto epoch_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(model.device()));
       for (int64_t b = 0; b < batches; ++b) {
         if (cancelled && cancelled()) throw std::runtime_error("aborted");
         const int64_t count = prepared[b].count;
@@ -140,10 +141,10 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
         for (auto& t : ts) {
           if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
         }
-        epoch_loss += loss.item<double>() * static_cast<double>(count);
+        epoch_loss += loss.detach().to(torch::kFloat64) * static_cast<double>(count);
         if (progress) progress(static_cast<double>(epoch * batches + b + 1), static_cast<double>(o.epochs * batches));
       }
-      result.epoch_losses.push_back(epoch_loss / static_cast<double>(N));
+      result.epoch_losses.push_back(epoch_loss.item<double>() / static_cast<double>(N));
     }
   } catch (...) {
     torch::NoGradGuard no_grad;
