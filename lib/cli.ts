@@ -328,12 +328,22 @@ async function dataCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
   ].join('\n'));
 }
 
+/** Layers the model has, checked before any work is done. */
+function checkLayers(model: Model, layers: number[] | undefined): void {
+  for (const l of layers ?? []) {
+    if (l >= model.config.numLayers) {
+      throw new NgateError('ERR_INPUT', `layer ${l} is not in [0, ${model.config.numLayers})`, { field: 'layers' });
+    }
+  }
+}
+
 async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
   const out = outputFile(o.out as string);
   let pairs = await readPairs(ctx, o.pairs as string);
   const model = await openModel(ctx, o as ModelOpts);
   try {
     const t0 = Date.now();
+    checkLayers(model, o.layers as number[]);
     const filled = await withBenignAnswers(ctx, model, pairs);
     pairs = filled.pairs;
     if (o.pairsOut !== undefined && filled.filled > 0) {
@@ -437,8 +447,9 @@ async function editCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
   const model = await openModel(ctx, o as ModelOpts);
   try {
     const t0 = Date.now();
-    pairs = (await withBenignAnswers(ctx, model, pairs)).pairs;
     const layers = (o.layers as number[] | undefined) ?? gate!.layers;
+    checkLayers(model, layers);
+    pairs = (await withBenignAnswers(ctx, model, pairs)).pairs;
     ctx.log(`editing layer${layers.length > 1 ? 's' : ''} ${layers.join(', ')} ${gated ? 'through the gate' : 'without the gate'} on ${pairs.length} pairs`);
     const report = await gatedEdit(model, pairs, gate, {
       gated, layers, ...defined({

@@ -1,7 +1,8 @@
-// The `ngate` command line, run in-process through main() on a tiny random
-// checkpoint: every subcommand's happy path, its input errors (exit 2, with
-// the file named), --json output, inspect on each file kind, an abort, the
-// demo's report folder, and one spawn of the real binary when dist/ is built.
+// The `ngate` command line, run in-process through main() on the embedded demo
+// model: every subcommand's happy path, its input errors (exit 2, with the
+// file named), --json output, inspect on each file kind, an abort, the demo's
+// report folder (also on a tiny random checkpoint, whose layers the test
+// knows), and one spawn of the real binary when dist/ is built.
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -37,13 +38,16 @@ const pairs = [
 ];
 
 let work: string;
-let modelDir: string;
+let modelDir: string;  // the embedded demo model
+let tinyDir: string;   // a tiny random checkpoint with 4 layers
 let pairsFile: string;
 const m = () => ['--model', modelDir, '--device', device];
+const tiny = () => ['--model', tinyDir, '--device', device];
 
 beforeAll(() => {
   work = makeTempDir('ngate-cli-');
-  modelDir = writeTinyLlama(path.join(work, 'model'), { seed: 3, numLayers: 4, numKvHeads: 2 }).dir;
+  modelDir = demoModelDir();
+  tinyDir = writeTinyLlama(path.join(work, 'model'), { seed: 3, numLayers: 4, numKvHeads: 2 }).dir;
   pairsFile = path.join(work, 'pairs.jsonl');
   fs.writeFileSync(pairsFile, pairs.map((p) => JSON.stringify(p)).join('\n') + '\n');
 });
@@ -83,7 +87,9 @@ describe('usage', () => {
     // Well formed but beyond the model: the library's check, still exit 2.
     const deep = await ngate(['learn-mask', ...m(), '--pairs', pairsFile, '--layers', '9', '--out', path.join(work, 'never.safetensors')]);
     expect(deep.code).toBe(EXIT.usage);
-    expect(deep.err).toMatch(/layer 9 is not in \[0, 4\)/);
+    expect(deep.err).toMatch(/layer 9 is not in \[0, 8\)/);
+    // Checked before any work: no r_org is generated for a layer the model lacks.
+    expect(deep.err).not.toMatch(/generating r_org/);
     expect(fs.existsSync(path.join(work, 'never.safetensors'))).toBe(false);
     expect(parseLayers('1,3-5')).toEqual([1, 3, 4, 5]);
   });
@@ -271,12 +277,12 @@ describe('the method, step by step', () => {
       expect(r.json().kind).toBe(kind);
     }
     const ck = (await ngate(['inspect', modelDir, '--json'])).json();
-    expect(ck.config).toMatchObject({ numLayers: 4, hiddenSize: 32 });
+    expect(ck.config).toMatchObject({ numLayers: 8, hiddenSize: 128 });
     expect(ck.parameters).toBeGreaterThan(0);
-    expect(ck.dtypes.F32.tensors).toBe(ck.tensors);
+    expect(ck.dtypes.BF16.tensors).toBe(ck.tensors);
     expect(ck.shards).toHaveLength(1);
     const text = await ngate(['inspect', modelDir]);
-    expect(text.out).toMatch(/4 layers, hidden 32/);
+    expect(text.out).toMatch(/8 layers, hidden 128/);
     expect(text.out).toMatch(/parameters/);
     expect((await ngate(['inspect', gateFile])).out).toMatch(/τ = 0\.3/);
     expect((await ngate(['inspect', pairsFile])).out).toMatch(/6 pairs, 1 with r_org/);
@@ -307,7 +313,7 @@ describe('demo', () => {
     const train = pairs.slice(0, 4);
     const heldOut = pairs.slice(4);
     const res = await runDemo({
-      modelDir, outDir, device, pairs: { train, heldOut }, scan: [0, 1, 2], layers: [1],
+      modelDir: tinyDir, outDir, device, pairs: { train, heldOut }, scan: [0, 1, 2], layers: [1],
       mask: { steps: 6, lr: 0.3 }, edit: { epochs: 1 }, maxNewTokens: 4, log: (l) => lines.push(l),
     });
     expect(fs.readdirSync(outDir).sort()).toEqual(['mask-share.svg', 'report.json', 'strong-share.svg', 'summary.md']);
@@ -333,7 +339,7 @@ describe('demo', () => {
 
   test('ngate demo builds its own pairs, picks the layer, prints the table and --json the scores', async () => {
     const outDir = path.join(work, 'demo-cli');
-    const r = await ngate(['demo', ...m(), '--out', outDir, '--train-pairs', '6', '--held-out-pairs', '6', '--steps', '4', '--mask-lr', '0.3',
+    const r = await ngate(['demo', ...tiny(), '--out', outDir, '--train-pairs', '6', '--held-out-pairs', '6', '--steps', '4', '--mask-lr', '0.3',
       '--epochs', '1', '--max-new-tokens', '4', '--json']);
     expect(r.code).toBe(EXIT.ok);
     const doc = r.json();
@@ -349,7 +355,7 @@ describe('demo', () => {
     const text = await ngate(['inspect', outDir]);
     expect(text.code).toBe(EXIT.ok);
     expect(text.out).toMatch(/Neural Gate/);
-    expect((await ngate(['demo', ...m(), '--out', modelDir])).code).toBe(EXIT.usage);
+    expect((await ngate(['demo', ...tiny(), '--out', tinyDir])).code).toBe(EXIT.usage);
   });
 });
 
