@@ -16,6 +16,7 @@ import {
 } from './privacy-pair';
 import type { PrivacyAttribute } from './privacy-pair';
 import { defaultRefusalResponse } from './refusal';
+import { seededRandom } from './random';
 import { writeSafetensorsFile } from './safetensors';
 import { trainCausalLm, TrainCausalLmResult, TrainExample } from './train';
 
@@ -80,19 +81,8 @@ export const DEMO_TRAINING = Object.freeze({
   initStd: 0.02,
 });
 
-// mulberry32, seeded per purpose (as in privacy-pair.ts), so that the corpus and the initialisation are independent.
-function rng(seed: number, purpose: string): () => number {
-  let h = (seed | 0) ^ 0x2545f491;
-  for (let i = 0; i < purpose.length; i++) h = Math.imul(h ^ purpose.charCodeAt(i), 0x85ebca6b);
-  let a = (h ^ (h >>> 13)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The demo model's own random streams (its salt keeps them apart from the pair builder's).
+const rng = (seed: number, purpose: string) => seededRandom(seed, purpose, 0x2545f491);
 
 /**
  * Subjects outside the six PrivacyPair categories about which the demo model

@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from './errors';
+import { writeFileAtomic } from './atomic-write';
 import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensorsFile } from './safetensors';
 import type { SafetensorsDtype, SafetensorsHeader } from './safetensors';
 import type { Gate, GateLayerCounts, MaskLoss, MaskSet } from '../types/results';
@@ -285,17 +286,6 @@ export function gateSummaryFile(file: string): string {
   return file.endsWith('.safetensors') ? file.slice(0, -'.safetensors'.length) + '.json' : file + '.json';
 }
 
-/** Writes text through a temp file and a rename, like writeSafetensorsFile, so readers never see half a file. */
-function writeTextAtomic(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
-  try {
-    fs.writeFileSync(tmp, text, { flag: 'wx' });
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new NgateError('ERR_WRITE', `cannot write: ${(e as Error).message}`, { file, cause: e });
-  }
-}
 
 /**
  * Saves a gate as safetensors (`share` F32, `keep` U8, `negative_counts` I32,
@@ -329,7 +319,7 @@ export function saveGate(gate: Gate, file: string): void {
 
   const counts = gateFromCounts(gate.layers, d, gate.threshold, gate.pairCount, neg).counts;
   const summary = { format: GATE_FORMAT, layers: gate.layers, hiddenSize: d, threshold: gate.threshold, pairCount: gate.pairCount, counts };
-  writeTextAtomic(gateSummaryFile(file), JSON.stringify(summary, null, 2) + '\n');
+  writeFileAtomic(gateSummaryFile(file), JSON.stringify(summary, null, 2) + '\n');
 }
 
 /**

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { z } from 'zod';
 import type { PrivacyPair } from './data';
+import { tempNameBeside } from './atomic-write';
 import { NgateError } from './errors';
 
 /** One problem in a pairs file (line is 1-based) or in a list of pairs to write (index is 0-based). */
@@ -202,7 +203,7 @@ export function formatPairs(pairs: PrivacyPair[], file: string): string {
 export async function writePairsFile(file: string, pairs: PrivacyPair[]): Promise<void> {
   const body = formatPairs(pairs, file);
   const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
+  const tmp = tempNameBeside(path.resolve(file));
   try {
     await fs.promises.mkdir(dir, { recursive: true });
     await fs.promises.writeFile(tmp, body, { flag: 'wx' });

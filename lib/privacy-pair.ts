@@ -3,6 +3,7 @@
 // sentence, and differ only in the attribute they ask about.
 import type { PrivacyPair } from './data';
 import { NgateError } from './errors';
+import { seededRandom } from './random';
 
 /** An attribute of a privacy subject; `name` fills [attr], `values` are invented answers for it. */
 export interface PrivacyAttribute { name: string; values: string[] }
@@ -273,20 +274,7 @@ export function syntheticAnswer(category: PrivacyCategory, attribute: PrivacyAtt
   return `The ${attribute.name} of the ${category.subject} is ${value}.`;
 }
 
-// mulberry32: small, fast, and good enough to shuffle; seeded per purpose so
-// that, for example, changing contextShare leaves the split unchanged.
-function rng(seed: number, purpose: string): () => number {
-  let h = (seed | 0) ^ 0x9e3779b9;
-  for (let i = 0; i < purpose.length; i++) h = Math.imul(h ^ purpose.charCodeAt(i), 0x85ebca6b);
-  let a = (h ^ (h >>> 13)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = (seed: number, purpose: string) => seededRandom(seed, purpose);
 
 function shuffle<T>(items: readonly T[], rand: () => number): T[] {
   const a = [...items];

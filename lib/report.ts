@@ -11,6 +11,8 @@ import * as vl from 'vega-lite';
 import type { Gate, GateLayerCounts, MaskSet } from '../types/results';
 import type { PrivacyPair } from './data';
 import { NgateError } from './errors';
+import { writeFileAtomic } from './atomic-write';
+export { writeFileAtomic };
 import type { EvaluationReport } from './evaluate';
 import { buildGate, DEFAULT_GATE_THRESHOLD } from './gate';
 import type { EditReport } from './gated-edit';
@@ -386,17 +388,6 @@ export async function strongShareSvg(src: StrongShareRow[] | Gate | Gate[], opts
 
 export const REPORT_FILES = { json: 'report.json', summary: 'summary.md', maskShare: 'mask-share.svg', strongShare: 'strong-share.svg' } as const;
 
-/** Writes through a temp file and a rename, so an interrupted run leaves no half-written file. */
-export function writeFileAtomic(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
-  try {
-    fs.writeFileSync(tmp, text, { flag: 'wx' });
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new NgateError('ERR_WRITE', `cannot write: ${(e as Error).message}`, { file, cause: e });
-  }
-}
 
 /**
  * Writes the report folder: the pictures and summary.md first, report.json
