@@ -147,8 +147,7 @@ async function main() {
       const s = now();
       const rep = await lib.evaluate(model, evalSet, { maxNewTokens: newTokens, batchSize: side === 'plain' ? 1 : 16 });
       const seconds = now() - s;
-      const generated = await Promise.all(rep.outcomes.map(async (o) => (await model.tokenizer.encode(o.response, { addSpecialTokens: false })).ids.length));
-      const total = generated.reduce((x, y) => x + y, 0);
+      const total = rep.outcomes.reduce((x, o) => x + o.generatedTokens, 0);
       emit({ kind: 'evaluate', side, queries: rep.outcomes.length, seconds, generatedTokens: total, tokensPerSecond: total / seconds, tag });
     }
   }

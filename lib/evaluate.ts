@@ -44,7 +44,7 @@ export async function evaluate(model: Model, pairs: PrivacyPair[], opts: Evaluat
     const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal, images });
     gens.forEach((g, j) => {
       const { pair, kind } = chunk[j];
-      outcomes.push({ id: pair.id, category: pair.category, kind, response: g.text, refused: isRefusal(g.text, matcher) });
+      outcomes.push({ id: pair.id, category: pair.category, kind, response: g.text, refused: isRefusal(g.text, matcher), generatedTokens: g.ids.length });
     });
     opts.onProgress?.({ stage: 'evaluate', done: Math.min(k + batchSize, queries.length), total: queries.length });
   }

@@ -13,6 +13,8 @@ export interface Outcome {
   kind: 'sensitive' | 'benign';
   response: string;
   refused: boolean;
+  /** Tokens generated for the response (EOS not counted), when it came from `evaluate`. */
+  generatedTokens?: number;
 }
 
 export interface Scores {
