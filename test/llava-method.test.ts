@@ -82,6 +82,15 @@ describe('pairs with images', () => {
     expect(together.masks.some((v) => v !== 1)).toBe(true);
   });
 
+  test('keeping the image and prompt prefix and the layers below gives the masks of the full pass at every step', async () => {
+    const opts = { layers: [1], steps: 3, lr: 0.05, batchSize: 3 };
+    const fast = await learnMask(model, pairs, opts);
+    const plain = await learnMask(model, pairs, { ...opts, reuseLowerLayers: false, reusePrefix: false });
+    expect(maxAbsDiff(fast.masks, plain.masks)).toBeLessThan(1e-5);
+    fast.losses.forEach((l, i) => expect(Math.abs(l.sensitive - plain.losses[i].sensitive)).toBeLessThan(1e-5));
+    expect(plain.masks.some((v) => v !== 1)).toBe(true);
+  });
+
   test('the image is part of the objective: the same pairs without images learn other masks', async () => {
     const opts = { layers: [1], steps: 3, lr: 0.05 };
     const withImages = await learnMask(model, pairs.slice(0, 2), opts);
