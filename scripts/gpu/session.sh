@@ -2,7 +2,9 @@
 # What one GPU-machine command runs (see ../shared/gpu.md): unpack the carried
 # Node and node_modules, build the CUDA addon, run the model and method tests
 # on cuda in float32 and bfloat16, the LLaVA parity run, then the parity and speed runs of
-# benchmarks/gpu.sh. Logs land in $OUT. Carry: .gpu (node.xz, nm.tar.xz), dist.
+# benchmarks/gpu.sh (SKIP_BENCH=1 skips them), and with METHOD_BENCH=1 the method
+# benchmark of benchmarks/gpu-method.sh. Logs land in $OUT. Carry: .gpu
+# (node.xz, nm.tar.xz: bash scripts/gpu/pack.sh), dist.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/ngate-out}"; mkdir -p "$OUT"
@@ -30,5 +32,7 @@ if [ -z "${SKIP_LLAVA:-}" ]; then
   done
 fi
 [ -n "${SKIP_BENCH:-}" ] || OUT="$OUT" BUDGET_S=${BUDGET_S:-360} bash benchmarks/gpu.sh > "$OUT/gpu-sh.log" 2>&1
+# Issue 6's method benchmark (LLaVA-1.5-7B shape, ours vs transformers), when asked for.
+[ -z "${METHOD_BENCH:-}" ] || OUT="$OUT" bash benchmarks/gpu-method.sh > "$OUT/gpu-method.log" 2>&1
 echo "all done at $(( $(date +%s) - t0 )) s"
 tail -30 "$OUT/gpu-sh.log" 2>/dev/null
