@@ -129,9 +129,11 @@ def learn_masks(model, data, pairs, args, device, dtype, pixels):
     state = {}
 
     def hook(_module, _inputs, output):
-        # Eq. 2: the FFN output at subject positions times m, elsewhere unchanged.
-        scale = torch.where(state["subject"].unsqueeze(-1), state["m"].to(output.dtype), torch.ones_like(state["m"], dtype=output.dtype))
-        return output * scale
+        # Eq. 2: the FFN output at subject positions times m, elsewhere unchanged
+        # (in float32, then back to the model's dtype, as the library does).
+        m = state["m"]
+        scale = torch.where(state["subject"].unsqueeze(-1), m, torch.ones_like(m))
+        return (output.float() * scale).to(output.dtype)
 
     handle = layer.mlp.register_forward_hook(hook)
     masks, losses = [], []
