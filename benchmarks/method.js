@@ -22,6 +22,7 @@
 //     [--pairs 32] [--layer 3] [--steps 20] [--lr 0.1] [--batch 32] [--epochs 2] [--edit-batch 8]
 //     [--eval-pairs 16] [--new-tokens 32] [--sides ngate,plain] [--plain-pairs N]
 //     [--tasks mask,edit,eval] [--image FILE] [--export FILE] [--compare FILE] [--threads N] [--tag TEXT]
+//     [--peak-tflops 790]
 //
 // Defaults: the embedded demo model on the CPU. Prints one JSON line per
 // measurement; the last line is a summary.
@@ -70,6 +71,28 @@ function balanced(pairs, n) {
   return out;
 }
 
+/**
+ * The FLOPs one mask step must do at the least, summed over the pairs: for each
+ * sequence, from its own first subject token on, the forward pass and the
+ * backward pass to the activations (weights are frozen, so no weight
+ * gradients) through the layers from the masked one up, 2 + 2 FLOPs per
+ * weight per token, and the LM head at the answer positions. Attention-score
+ * products are left out, so this is a lower bound.
+ */
+function usefulMaskFlops(c, prepared, layer) {
+  const hd = c.headDim || c.hiddenSize / c.numHeads;
+  const perLayer = c.hiddenSize * (c.numHeads * hd) * 2 + c.hiddenSize * (c.numKvHeads * hd) * 2 + 3 * c.hiddenSize * c.intermediateSize;
+  let total = 0;
+  for (const p of prepared) {
+    for (const s of [p.sensitive, p.benign]) {
+      const fromSubject = s.ids.length - s.subjectPositions[0];
+      const answer = s.ids.length - s.answerStart;
+      total += 4 * perLayer * (c.numLayers - layer) * fromSubject + 4 * c.hiddenSize * c.vocabSize * answer;
+    }
+  }
+  return total;
+}
+
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   const modelDir = path.resolve(a.model || lib.demoModelDir());
@@ -87,6 +110,8 @@ async function main() {
   const sides = (a.sides || 'ngate,plain').split(',');
   const tasks = new Set((a.tasks || 'mask,edit,eval').split(','));
   const tag = a.tag || '';
+  // bfloat16 dense peak of the GPU the share is reported against (about 790 TFLOP/s for an H100, as issue 6 puts it).
+  const peakTflops = Number(a['peak-tflops'] || 790);
 
   const t0 = now();
   const model = await lib.loadModel(modelDir, { device, dtype });
@@ -129,7 +154,11 @@ async function main() {
       const masks = await lib.learnMask(model, sidePairs, { layers: [layer], steps, lr, ...opts });
       const seconds = now() - s;
       r.masks = masks;
-      emit({ kind: 'learnMask', side, pairs: sidePairs.length, steps, seconds, masksPerSecond: sidePairs.length / seconds, tag });
+      const flops = usefulMaskFlops(model.config, prepared.slice(0, sidePairs.length), layer) * steps;
+      emit({
+        kind: 'learnMask', side, pairs: sidePairs.length, steps, seconds, masksPerSecond: sidePairs.length / seconds,
+        usefulTflopPerSecond: flops / seconds / 1e12, shareOfPeak: flops / seconds / (peakTflops * 1e12), tag,
+      });
     }
     if (tasks.has('edit')) {
       const gate = lib.buildGate(r.masks || (await lib.learnMask(model, sidePairs.slice(0, 2), { layers: [layer], steps: 1 })));
