@@ -79,15 +79,20 @@ describe('learnMask', () => {
     expect(total(res)).toBeLessThan(total(start));
   });
 
-  test('a batched call gives the masks of one-pair calls', async () => {
+  test('a batched call gives the masks of one-pair calls, in the order the pairs were given', async () => {
     const opts = { layers: [0, 2], steps: 6, lr: 0.1 };
-    const batched = await learnMask(model, pairs, { ...opts, batchSize: pairs.length });
-    const H = model.config.hiddenSize;
-    for (const [i, p] of pairs.entries()) {
-      const alone = await learnMask(model, [p], { ...opts, batchSize: 1 });
-      const row = batched.masks.subarray(i * 2 * H, (i + 1) * 2 * H);
-      expect(maxAbsDiff(row, alone.masks)).toBeLessThan(1e-4);
-      expect(Math.abs(batched.losses[i].sensitive - alone.losses[0].sensitive)).toBeLessThan(1e-4);
+    // Batches of 2 are formed by subject position, not in the given order: the results must still line up.
+    // Both orders of the pairs, so that sorting by subject position moves some of them.
+    for (const [batchSize, given] of [[pairs.length, pairs], [2, pairs], [2, [...pairs].reverse()]] as const) {
+      const batched = await learnMask(model, [...given], { ...opts, batchSize });
+      expect(batched.pairIds).toEqual(given.map((p) => p.id));
+      const H = model.config.hiddenSize;
+      for (const [i, p] of given.entries()) {
+        const alone = await learnMask(model, [p], { ...opts, batchSize: 1 });
+        const row = batched.masks.subarray(i * 2 * H, (i + 1) * 2 * H);
+        expect(maxAbsDiff(row, alone.masks)).toBeLessThan(1e-4);
+        expect(Math.abs(batched.losses[i].sensitive - alone.losses[0].sensitive)).toBeLessThan(1e-4);
+      }
     }
   });
 

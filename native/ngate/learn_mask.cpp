@@ -49,9 +49,32 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
   const double total_steps = static_cast<double>(((N + o.batch_size - 1) / o.batch_size) * o.steps);
   double done = 0;
 
+  // Each pair's masks are independent of the others in its batch (per-element
+  // Adam, a sum of per-pair losses), so the batches may be formed in any
+  // order: pairs whose subject starts at similar positions go together, which
+  // lengthens the kept prefix of each batch and shortens its padding.
+  std::vector<int64_t> order(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) order[static_cast<size_t>(i)] = i;
+  if (o.reuse_prefix) {
+    auto first_subject = [](const TrainPair& p) {
+      auto first = [](const TrainSequence& s) {
+        return s.subject_positions.empty() ? s.answer_start - 1
+                                           : *std::min_element(s.subject_positions.begin(), s.subject_positions.end());
+      };
+      return std::min(first(p.sensitive), first(p.benign));
+    };
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return first_subject(pairs[static_cast<size_t>(a)]) < first_subject(pairs[static_cast<size_t>(b)]);
+    });
+  }
+  std::vector<TrainPair> ordered;
+  ordered.reserve(pairs.size());
+  for (int64_t i : order) ordered.push_back(pairs[static_cast<size_t>(i)]);
+  const auto order_index = torch::tensor(order, torch::kInt64);
+
   for (int64_t first = 0; first < N; first += o.batch_size) {
     const int64_t P = std::min<int64_t>(o.batch_size, N - first);
-    const auto rows = pair_rows(pairs, first, P);
+    const auto rows = pair_rows(ordered, first, P);
     auto batch = make_batch(rows, o.pad_id, model.config().vocab_size, device);
     // Image features are merged once per batch: the masks never reach them.
     attach_images(batch, rows, model, images);
@@ -124,8 +147,10 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
     }
     torch::NoGradGuard no_grad;
     auto [sen, ben, l1] = evaluate();
-    result.masks.narrow(0, first, P).copy_(masks.detach().to(torch::kCPU));
-    result.losses.narrow(0, first, P).copy_(torch::stack({sen, ben, l1}, 1).to(torch::kCPU));
+    // Back to the caller's order.
+    const auto where = order_index.narrow(0, first, P);
+    result.masks.index_copy_(0, where, masks.detach().to(torch::kCPU));
+    result.losses.index_copy_(0, where, torch::stack({sen, ben, l1}, 1).to(torch::kCPU));
   }
   return result;
 }
