@@ -11,11 +11,17 @@
 # (the same measure for both sides). Logs and JSON land in $OUT.
 #
 #   OUT=/tmp/o bash benchmarks/gpu-method.sh      # PAIRS=32 BASE_PAIRS=4 LAYER=8 STEPS=20 EPOCHS=2
+#
+# STAGES (default ckpt,ours,hf,compare) picks the steps, so that a run too long
+# for one command (the device tool allows 10 minutes) can be split over calls
+# while the machine stays warm: the checkpoint and inputs.json stay in /tmp.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/ngate-out}"; mkdir -p "$OUT"
 PAIRS=${PAIRS:-32} BASE_PAIRS=${BASE_PAIRS:-4} LAYER=${LAYER:-8} STEPS=${STEPS:-20} EPOCHS=${EPOCHS:-2}
 CKPT=${CKPT:-/tmp/llava-7b-shape}
+# inputs.json and hf.json are read by later stages, which may run in later calls (a new $OUT each).
+WORK=${WORK:-/tmp/ngate-method}; mkdir -p "$WORK"
 if [ -n "${BUILD:-}" ]; then
   xz -d -c .gpu/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
   [ -d node_modules ] || tar -xJf .gpu/nm.tar.xz
@@ -34,8 +40,10 @@ peak() {  # peak() NAME CMD...: runs CMD while sampling GPU memory; writes $OUT/
   return $rc
 }
 
+STAGES=",${STAGES:-ckpt,ours,hf,compare},"
+stage() { [[ "$STAGES" == *",$1,"* ]]; }
 t0=$(date +%s)
-if [ ! -f "$CKPT/config.json" ]; then
+if stage ckpt && [ ! -f "$CKPT/config.json" ]; then
   python3 scripts/gpu/make_llava_reference.py --out "$CKPT" --dtype bfloat16 --impls "" \
     --layers 32 --hidden 4096 --heads 32 --intermediate 11008 --vocab 32000 \
     --vision-layers 24 --vision-hidden 1024 --vision-heads 16 --vision-intermediate 4096 \
@@ -43,13 +51,13 @@ if [ ! -f "$CKPT/config.json" ]; then
 fi
 echo "checkpoint ready at $(( $(date +%s) - t0 )) s"
 COMMON=(--model "$CKPT" --device cuda --dtype bfloat16 --image "$CKPT/image_exact.png" --layer "$LAYER" --steps "$STEPS" --epochs "$EPOCHS")
-peak ours node benchmarks/method.js "${COMMON[@]}" --pairs "$PAIRS" --sides ngate,plain --plain-pairs "$BASE_PAIRS" \
-  --export "$OUT/inputs.json" --tag llava7b > "$OUT/ours.jsonl" 2> "$OUT/ours.err"
-echo "ours done at $(( $(date +%s) - t0 )) s"; cat "$OUT/ours.jsonl"; tail -5 "$OUT/ours.err"
-peak hf python3 benchmarks/method_hf.py --data "$OUT/inputs.json" --model "$CKPT" --out "$OUT/hf.json" --pairs "$BASE_PAIRS" \
+stage ours && peak ours node benchmarks/method.js "${COMMON[@]}" --pairs "$PAIRS" --sides ngate,plain --plain-pairs "$BASE_PAIRS" \
+  --export "$WORK/inputs.json" --tag llava7b > "$OUT/ours.jsonl" 2> "$OUT/ours.err"
+stage ours && { echo "ours done at $(( $(date +%s) - t0 )) s"; cat "$OUT/ours.jsonl"; tail -5 "$OUT/ours.err"; }
+stage hf && peak hf python3 benchmarks/method_hf.py --data "$WORK/inputs.json" --model "$CKPT" --out "$WORK/hf.json" --pairs "$BASE_PAIRS" \
   > "$OUT/hf.log" 2>&1
-echo "transformers done at $(( $(date +%s) - t0 )) s"; grep '"kind"' "$OUT/hf.log"; tail -3 "$OUT/hf.log"
-node benchmarks/method.js "${COMMON[@]}" --pairs "$BASE_PAIRS" --sides ngate --tasks mask --compare "$OUT/hf.json" \
+stage hf && { echo "transformers done at $(( $(date +%s) - t0 )) s"; grep '"kind"' "$OUT/hf.log"; tail -3 "$OUT/hf.log"; }
+stage compare && node benchmarks/method.js "${COMMON[@]}" --pairs "$BASE_PAIRS" --sides ngate --tasks mask --compare "$WORK/hf.json" \
   --tag compare > "$OUT/compare.jsonl" 2>> "$OUT/ours.err"
-tail -1 "$OUT/compare.jsonl"
+stage compare && tail -1 "$OUT/compare.jsonl"
 echo "all done at $(( $(date +%s) - t0 )) s"
