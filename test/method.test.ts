@@ -119,6 +119,30 @@ describe('learnMask', () => {
     expect(maxAbsDiff(alone.masks, aloneFull.masks)).toBeLessThan(1e-5);
   });
 
+  test('the losses are the mean cross-entropy of the answer tokens, as computed here from full logits', async () => {
+    // m barely moves in one step of lr 1e-12, so the reported losses are those of the unmasked model.
+    const res = await learnMask(model, pairs, { layers: [1], steps: 1, lr: 1e-12, l1: 0 });
+    const prepared = await preparePairs(model, pairs);
+    for (const [i, p] of prepared.entries()) {
+      for (const kind of ['sensitive', 'benign'] as const) {
+        const s = p[kind];
+        const { logits, shape } = await model.forward([s.ids]);
+        const V = shape[2];
+        let sum = 0;
+        for (let t = s.answerStart - 1; t < s.ids.length - 1; t++) {
+          const row = logits.subarray(t * V, (t + 1) * V);
+          let max = -Infinity;
+          for (const v of row) max = Math.max(max, v);
+          let z = 0;
+          for (const v of row) z += Math.exp(v - max);
+          sum += Math.log(z) + max - row[s.ids[t + 1]];
+        }
+        const expected = sum / (s.ids.length - s.answerStart);
+        expect(Math.abs(res.losses[i][kind] - expected)).toBeLessThan(1e-4);
+      }
+    }
+  });
+
   test('a cancelled learnMask rejects with an AbortError within one step', async () => {
     const ac = new AbortController();
     let steps = 0;

@@ -54,6 +54,7 @@ struct EditBatch {
   AttentionInputs attn;
   int64_t first_layer = 0;  // layer the forward pass starts at
   torch::Tensor below;      // [2P, T, H]: input of first_layer (embeddings when 0)
+  AnswerIndex answers;      // where the loss is read
   int64_t count = 0;
 };
 
@@ -65,6 +66,7 @@ EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>&
   attach_images(eb.batch, rows, model, images);
   eb.attn = model.attention_inputs(eb.batch.key_mask, 0, eb.batch.ids.size(1), eb.batch.padded);
   eb.count = static_cast<int64_t>(count);
+  eb.answers = make_answer_index(eb.batch.targets);
   eb.first_layer = o.reuse_lower_layers ? *std::min_element(o.layers.begin(), o.layers.end()) : 0;
   torch::NoGradGuard no_grad;
   auto embeds = eb.batch.embeds.defined() ? eb.batch.embeds : model.embed(eb.batch.ids);
@@ -78,7 +80,7 @@ torch::Tensor batch_loss(const LlamaModel& model, const EditBatch& eb, const Edi
   if (use_gate) hooks = gate_hooks(o.layers, o.keep.to(model.device()), eb.batch.subject);
   auto h = model.run_layers(eb.below, eb.attn, nullptr, eb.first_layer, model.config().num_layers,
                             use_gate ? &hooks : nullptr);
-  auto per_row = answer_losses(model.head(h), eb.batch.targets);
+  auto per_row = answer_losses_at(model, h, eb.answers);
   const int64_t P = eb.count;
   return (per_row.narrow(0, 0, P) + o.alpha * per_row.narrow(0, P, P)).sum();
 }

@@ -118,14 +118,14 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
     const auto step_attn = prefix > 0 ? model.attention_inputs(batch.key_mask, prefix, S, batch.padded) : attn;
     const auto step_below = below.narrow(1, prefix, S);
     const auto step_subject = batch.subject.narrow(1, prefix, S);
-    const auto step_targets = batch.targets.narrow(1, prefix, S);  // the prefix holds no answer token
+    // The prefix holds no answer token; the loss reads the answer positions only.
+    const auto answers = make_answer_index(batch.targets.narrow(1, prefix, S));
 
     auto evaluate = [&]() {
       auto row_masks = masks.index_select(0, row_pair);  // [2P, L, H]
       auto hooks = mask_hooks(o.layers, o.hook_point, row_masks, step_subject);
       auto h = model.run_layers(step_below, step_attn, prefix > 0 ? &kept : nullptr, first_masked, num_layers, &hooks);
-      auto logits = model.head(h);
-      auto per_row = answer_losses(logits, step_targets);  // [2P]
+      auto per_row = answer_losses_at(model, h, answers);  // [2P]
       auto sen = per_row.narrow(0, 0, P), ben = per_row.narrow(0, P, P);
       auto l1 = (masks - 1.0).abs().sum({1, 2});  // ‖m − 1‖₁ over every masked layer (eq. 5, eq. 8)
       return std::make_tuple(sen, ben, l1);

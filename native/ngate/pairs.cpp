@@ -79,6 +79,28 @@ torch::Tensor answer_losses(const torch::Tensor& logits, const torch::Tensor& ta
   return (ce.view({B, T}) * counted).sum(1) / counted.sum(1).clamp_min(1.0);
 }
 
+AnswerIndex make_answer_index(const torch::Tensor& targets) {
+  AnswerIndex idx;
+  const int64_t B = targets.size(0), T = targets.size(1);
+  auto flat_targets = targets.reshape({B * T});
+  idx.flat = flat_targets.ne(-100).nonzero().view({-1});
+  idx.row = torch::div(idx.flat, T, "floor");
+  idx.targets = flat_targets.index_select(0, idx.flat);
+  idx.counts = targets.ne(-100).sum(1).to(torch::kFloat32).clamp_min(1.0);
+  idx.rows = B;
+  return idx;
+}
+
+torch::Tensor answer_losses_at(const LlamaModel& model, const torch::Tensor& h, const AnswerIndex& idx) {
+  const int64_t H = h.size(2);
+  auto selected = h.reshape({-1, H}).index_select(0, idx.flat);  // [N, H]
+  auto logits = model.head(selected.unsqueeze(0)).squeeze(0);     // [N, V]
+  auto ce = torch::nn::functional::cross_entropy(
+      logits.to(torch::kFloat32), idx.targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  auto sums = torch::zeros({idx.rows}, ce.options()).index_add(0, idx.row, ce);
+  return sums / idx.counts;
+}
+
 std::vector<const TrainSequence*> pair_rows(const std::vector<TrainPair>& pairs, size_t first, size_t count) {
   std::vector<const TrainSequence*> rows;
   for (size_t i = first; i < first + count; ++i) rows.push_back(&pairs[i].sensitive);

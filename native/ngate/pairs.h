@@ -47,6 +47,22 @@ torch::Tensor batch_forward(const LlamaModel& model, const SequenceBatch& batch,
 // L_LM per sequence (eq. 3–4): mean cross-entropy of the answer tokens, [B] float32.
 torch::Tensor answer_losses(const torch::Tensor& logits, const torch::Tensor& targets);
 
+// Where a batch's loss is read: the answer positions of targets [B, T], found
+// once per batch (one host sync) so that every step then runs with fixed shapes.
+struct AnswerIndex {
+  torch::Tensor flat;     // [N] int64: b * T + t of every answer position
+  torch::Tensor row;      // [N] int64: its row b
+  torch::Tensor targets;  // [N] int64: the token it must predict
+  torch::Tensor counts;   // [B] float32: answer tokens per row (at least 1)
+  int64_t rows = 0;
+};
+AnswerIndex make_answer_index(const torch::Tensor& targets);
+
+// answer_losses from the final hidden states h [B, T, H], with the final norm
+// and the LM head applied only at the answer positions: the same numbers
+// without the logits of every other position (the bulk of a step's memory).
+torch::Tensor answer_losses_at(const LlamaModel& model, const torch::Tensor& h, const AnswerIndex& index);
+
 // The rows of `pairs[first, first + count)` laid out as [sensitive..., benign...].
 std::vector<const TrainSequence*> pair_rows(const std::vector<TrainPair>& pairs, size_t first, size_t count);
 
