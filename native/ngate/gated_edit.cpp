@@ -71,6 +71,7 @@ EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>&
   torch::NoGradGuard no_grad;
   auto embeds = eb.batch.embeds.defined() ? eb.batch.embeds : model.embed(eb.batch.ids);
   eb.below = model.run_layers(embeds, eb.attn, nullptr, 0, eb.first_layer);
+  eb.batch.embeds = torch::Tensor();  // `below` is all the steps read; do not hold both for every batch
   return eb;
 }
 
