@@ -10,7 +10,7 @@
 # with nvidia-smi sampled every 100 ms during each step for the peak GPU memory
 # (the same measure for both sides). Logs and JSON land in $OUT.
 #
-#   OUT=/tmp/o bash benchmarks/gpu-method.sh      # PAIRS=32 BASE_PAIRS=4 LAYER=8 STEPS=20 EPOCHS=2
+#   OUT=/tmp/o bash benchmarks/gpu-method.sh      # PAIRS=32 BASE_PAIRS=4 LAYER=8 STEPS=20 EPOCHS=2 BATCH=16
 #
 # STAGES (default ckpt,ours,hf,compare) picks the steps, so that a run too long
 # for one command (the device tool allows 10 minutes) can be split over calls
@@ -19,6 +19,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/ngate-out}"; mkdir -p "$OUT"
 PAIRS=${PAIRS:-32} BASE_PAIRS=${BASE_PAIRS:-4} LAYER=${LAYER:-8} STEPS=${STEPS:-20} EPOCHS=${EPOCHS:-2}
+# 16 pairs (32 sequences of ~950 positions) per mask batch: by our estimate about 36 GB of kept
+# keys/values and saved activations on the 7B shape beside the 14 GB of weights; 32 would not fit in 80 GB.
+BATCH=${BATCH:-16}
 CKPT=${CKPT:-/tmp/llava-7b-shape}
 # inputs.json and hf.json are read by later stages, which may run in later calls (a new $OUT each).
 WORK=${WORK:-/tmp/ngate-method}; mkdir -p "$WORK"
@@ -51,7 +54,7 @@ if stage ckpt && [ ! -f "$CKPT/config.json" ]; then
 fi
 echo "checkpoint ready at $(( $(date +%s) - t0 )) s"
 COMMON=(--model "$CKPT" --device cuda --dtype bfloat16 --image "$CKPT/image_exact.png" --layer "$LAYER" --steps "$STEPS" --epochs "$EPOCHS")
-stage ours && peak ours node benchmarks/method.js "${COMMON[@]}" --pairs "$PAIRS" --sides ngate,plain --plain-pairs "$BASE_PAIRS" \
+stage ours && peak ours node benchmarks/method.js "${COMMON[@]}" --pairs "$PAIRS" --batch "$BATCH" --sides ngate,plain --plain-pairs "$BASE_PAIRS" \
   --export "$WORK/inputs.json" --tag llava7b > "$OUT/ours.jsonl" 2> "$OUT/ours.err"
 stage ours && { echo "ours done at $(( $(date +%s) - t0 )) s"; cat "$OUT/ours.jsonl"; tail -5 "$OUT/ours.err"; }
 stage hf && peak hf python3 benchmarks/method_hf.py --data "$WORK/inputs.json" --model "$CKPT" --out "$WORK/hf.json" --pairs "$BASE_PAIRS" \

@@ -226,11 +226,16 @@ torch::Tensor LlamaModel::attention(const Layer& l, const torch::Tensor& x, cons
   return torch::linear(out, l.o, l.o_bias);
 }
 
-KVCache LlamaModel::make_cache(int64_t batch, int64_t capacity) const {
+KVCache LlamaModel::make_cache(int64_t batch, int64_t capacity, int64_t first_layer) const {
   KVCache cache;
   cache.capacity = capacity;
   auto opts = torch::TensorOptions().dtype(dtype_).device(device_);
   for (int64_t i = 0; i < config_.num_layers; ++i) {
+    if (i < first_layer) {
+      cache.keys.emplace_back();
+      cache.values.emplace_back();
+      continue;
+    }
     cache.keys.push_back(torch::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, opts));
     cache.values.push_back(torch::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, opts));
   }

@@ -86,7 +86,8 @@ class LlamaModel {
                            int64_t last, const LayerHooks* hooks = nullptr) const;
   torch::Tensor head(const torch::Tensor& h) const;  // final norm and lm_head → logits (model dtype)
 
-  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // Buffers for layers [first_layer, num_layers); lower layers' entries stay empty.
+  KVCache make_cache(int64_t batch, int64_t capacity, int64_t first_layer = 0) const;
   // Positions and attention mask for `new_len` tokens appended after `past`
   // cached ones; key_mask [B, past + new_len] is true at real tokens.
   AttentionInputs attention_inputs(const torch::Tensor& key_mask, int64_t past, int64_t new_len,

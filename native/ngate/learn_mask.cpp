@@ -108,9 +108,12 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
       prefix = torch::where(touched, pos, never).amin().item<int64_t>();
     }
     if (prefix > 0) {
+      // One pass over the prefix positions alone (causal: they never see what follows),
+      // with buffers for the prefix of the layers that run at every step, and no more.
       torch::NoGradGuard no_grad;
-      kept = model.make_cache(batch.ids.size(0), T);
-      model.run_layers(below, attn, &kept, first_masked, num_layers);
+      kept = model.make_cache(batch.ids.size(0), prefix, first_masked);
+      const auto prefix_attn = model.attention_inputs(batch.key_mask.narrow(1, 0, prefix), 0, prefix, batch.padded);
+      model.run_layers(below.narrow(1, 0, prefix), prefix_attn, &kept, first_masked, num_layers);
       kept.length = prefix;
       kept.frozen = true;
     }
