@@ -29,26 +29,10 @@
 const fs = require('fs');
 const path = require('path');
 
-{
-  // --threads N must reach OpenMP before libtorch loads.
-  const i = process.argv.indexOf('--threads');
-  if (i > 0 && process.argv[i + 1]) {
-    process.env.OMP_NUM_THREADS = process.argv[i + 1];
-    process.env.MKL_NUM_THREADS = process.argv[i + 1];
-  }
-}
-const lib = require(process.env.NGATE_DIST || path.join(__dirname, '..', 'dist'));
+const { applyThreads, parseArgs } = require('./lib/args');
 
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-    out[a.slice(2)] = argv[++i];
-  }
-  return out;
-}
+applyThreads();
+const lib = require(process.env.NGATE_DIST || path.join(__dirname, '..', 'dist'));
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 const emit = (o) => console.log(JSON.stringify(o));

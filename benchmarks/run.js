@@ -10,30 +10,12 @@
 const path = require('path');
 const os = require('os');
 const { SHAPES, ensureCheckpoint, promptIds, paramCount } = require('./lib/checkpoint');
+const { applyThreads, parseArgs: parseArgList } = require('./lib/args');
 
-// --threads N must reach OpenMP before libtorch loads (the addon loads lazily, on first use).
-{
-  const i = process.argv.indexOf('--threads');
-  if (i > 0 && process.argv[i + 1]) {
-    process.env.OMP_NUM_THREADS = process.argv[i + 1];
-    process.env.MKL_NUM_THREADS = process.argv[i + 1];
-  }
-}
+applyThreads();
 const lib = require(process.env.NGATE_DIST || path.join(__dirname, '..', 'dist'));
 
-function parseArgs(argv) {
-  const flags = new Set(['no-forward', 'no-generate', 'tie', 'help']);
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const key = a.slice(2);
-    if (flags.has(key)) { out[key] = true; continue; }
-    if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-    out[key] = argv[++i];
-  }
-  return out;
-}
+const parseArgs = (argv) => parseArgList(argv, ['no-forward', 'no-generate', 'tie', 'help']);
 
 const ints = (s) => String(s).split(',').map((x) => {
   const n = Number(x);

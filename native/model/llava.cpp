@@ -116,9 +116,13 @@ torch::Tensor LlavaVision::embed(const LlamaModel& decoder, const torch::Tensor&
   // The image token's own embedding row is never used; an id past the vocabulary must not be looked up.
   auto h = decoder.embed(torch::where(is_image, torch::zeros_like(ids), ids).clamp(0, V - 1));
   if (static_cast<int64_t>(row_image.size()) != B) throw std::runtime_error("one image index per row is needed");
+  // One host read of the per-row counts to check them; the merge itself is a
+  // single masked scatter (row-major order: row by row, position by position).
   auto counts = is_image.sum(1).to(torch::kCPU);
+  auto counts_a = counts.accessor<int64_t, 1>();
+  std::vector<int64_t> shown;  // the image of each row that shows one, in row order
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = counts[b].item<int64_t>();
+    const int64_t n = counts_a[b];
     const int64_t img = row_image[static_cast<size_t>(b)];
     if (img < 0) {
       if (n != 0) throw std::runtime_error("row " + std::to_string(b) + " holds image tokens but no image was given for it");
@@ -130,11 +134,11 @@ torch::Tensor LlavaVision::embed(const LlamaModel& decoder, const torch::Tensor&
       throw std::runtime_error("row " + std::to_string(b) + " holds " + std::to_string(n) + " image tokens, its image has " +
                                std::to_string(P) + " features");
     }
-    auto where = is_image.select(0, b).nonzero().squeeze(1);
-    auto row = h.select(0, b);
-    row.index_copy_(0, where, images.features.select(0, img).to(h.scalar_type()));
+    shown.push_back(img);
   }
-  return h;
+  if (shown.empty()) return h;
+  auto features = images.features.index_select(0, torch::tensor(shown, torch::kInt64).to(images.features.device()));
+  return h.masked_scatter(is_image.unsqueeze(-1), features.to(h.scalar_type()));
 }
 
 }  // namespace ngate
