@@ -10,7 +10,7 @@ import type { Gate, MaskSet } from '../types/results';
 import type { ModelDtype } from './config';
 import { LlamaConfig, readModelConfig } from './config';
 import { fillBenignAnswers, PrivacyPair } from './data';
-import { DEMO_DEFAULTS, runDemo } from './demo';
+import { DEMO_DEFAULTS, defined, runDemo } from './demo';
 import { NgateError } from './errors';
 import { evaluate, EvaluationReport } from './evaluate';
 import { buildGate, DEFAULT_GATE_THRESHOLD, loadGate, loadMasks, saveGate, saveMasks } from './gate';
@@ -244,11 +244,6 @@ function addOutputOptions(cmd: Command): Command {
   return cmd
     .option('--json', 'print one JSON document on stdout instead of text')
     .option('-q, --quiet', 'no progress or status lines on stderr');
-}
-
-/** The object without its undefined fields: the library spreads options over its defaults, where an undefined would win. */
-function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function mean(xs: number[]): number {

@@ -123,7 +123,7 @@ function editRange(numLayers: number): [number, number] {
 }
 
 /** Without undefined fields, so that an unset option does not override a default when spread. */
-function defined<T extends object>(o: T): Partial<T> {
+export function defined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
