@@ -56,11 +56,13 @@ echo "checkpoint ready at $(( $(date +%s) - t0 )) s"
 COMMON=(--model "$CKPT" --device cuda --dtype bfloat16 --image "$CKPT/image_exact.png" --layer "$LAYER" --steps "$STEPS" --epochs "$EPOCHS")
 stage ours && peak ours node benchmarks/method.js "${COMMON[@]}" --pairs "$PAIRS" --batch "$BATCH" --sides ngate,plain --plain-pairs "$BASE_PAIRS" \
   --export "$WORK/inputs.json" --tag llava7b > "$OUT/ours.jsonl" 2> "$OUT/ours.err"
-stage ours && { echo "ours done at $(( $(date +%s) - t0 )) s"; cat "$OUT/ours.jsonl"; tail -5 "$OUT/ours.err"; }
+stage ours && { cp "$OUT/ours.jsonl" "$WORK/ours.jsonl"; echo "ours done at $(( $(date +%s) - t0 )) s"; cat "$OUT/ours.jsonl"; tail -5 "$OUT/ours.err"; }
 stage hf && peak hf python3 benchmarks/method_hf.py --data "$WORK/inputs.json" --model "$CKPT" --out "$WORK/hf.json" --pairs "$BASE_PAIRS" \
   > "$OUT/hf.log" 2>&1
-stage hf && { echo "transformers done at $(( $(date +%s) - t0 )) s"; grep '"kind"' "$OUT/hf.log"; tail -3 "$OUT/hf.log"; }
+stage hf && { echo "transformers done at $(( $(date +%s) - t0 )) s"; grep '"kind"' "$OUT/hf.log"; tail -3 "$OUT/hf.log";
+  sed -n 's/^{"kind"/{"side": "transformers", "tag": "llava7b", "kind"/p' "$OUT/hf.log" > "$WORK/hf.jsonl"; }
 stage compare && node benchmarks/method.js "${COMMON[@]}" --pairs "$BASE_PAIRS" --sides ngate --tasks mask --compare "$WORK/hf.json" \
-  --tag compare > "$OUT/compare.jsonl" 2>> "$OUT/ours.err"
-stage compare && tail -1 "$OUT/compare.jsonl"
+  --tag llava7b 2>> "$OUT/ours.err" | grep '"kind":"summary"' > "$OUT/compare.jsonl"
+stage compare && { tail -1 "$OUT/compare.jsonl"; cp "$OUT/compare.jsonl" "$WORK/compare.jsonl"
+  node benchmarks/lib/method-table.js "$WORK"/*.jsonl | tee "$OUT/table.md"; }
 echo "all done at $(( $(date +%s) - t0 )) s"

@@ -19,7 +19,7 @@
 // and compares its masks (--compare FILE).
 //
 //   node benchmarks/method.js [--model DIR] [--device cpu|cuda] [--dtype float32|bfloat16]
-//     [--pairs 32] [--layer 3] [--steps 20] [--lr 0.1] [--batch 32] [--epochs 2] [--edit-batch 8]
+//     [--pairs 32] [--layer 3] [--steps 20] [--lr 0.1] [--batch 8] [--epochs 2] [--edit-batch 8]
 //     [--eval-pairs 16] [--new-tokens 32] [--sides ngate,plain] [--plain-pairs N]
 //     [--tasks mask,edit,eval] [--image FILE] [--export FILE] [--compare FILE] [--threads N] [--tag TEXT]
 //     [--peak-tflops 790]
@@ -86,7 +86,7 @@ async function main() {
   const layer = Number(a.layer || 3);
   const steps = Number(a.steps || 20);
   const lr = Number(a.lr || 0.1);
-  const batch = Number(a.batch || 32);
+  const batch = Number(a.batch || lib.MASK_DEFAULTS.batchSize);
   const epochs = Number(a.epochs || 2);
   const editBatch = Number(a['edit-batch'] || 8);
   const evalPairs = Number(a['eval-pairs'] || 16);
@@ -128,7 +128,10 @@ async function main() {
   }
 
   const results = {};
+  // --plain-pairs shortens only the plain side's masks (the slow part); both
+  // sides edit and evaluate the same pairs, so seconds per epoch compare.
   const plainPairs = Number(a['plain-pairs'] || pairs.length);
+  let gate = null;
   for (const side of sides) {
     const opts = side === 'plain' ? { reuseLowerLayers: false, reusePrefix: false, batchSize: 1 } : { batchSize: batch };
     const sidePairs = side === 'plain' ? pairs.slice(0, plainPairs) : pairs;
@@ -145,14 +148,15 @@ async function main() {
       });
     }
     if (tasks.has('edit')) {
-      const gate = lib.buildGate(r.masks || (await lib.learnMask(model, sidePairs.slice(0, 2), { layers: [layer], steps: 1 })));
+      // One gate for every side (from the first side's masks): the edit's cost does not depend on it.
+      gate = gate || lib.buildGate(r.masks || (await lib.learnMask(model, pairs.slice(0, 2), { layers: [layer], steps: 1 })));
       // The FFN weights as they were, restored after the measurement so that every side edits the same model.
       const snapshot = await model.runNative(undefined, (n) => n.snapshotFfn([layer]));
       const s = now();
       // The same batches on both sides (a batch is one Adam step); only the reuse differs.
-      const rep = await lib.gatedEdit(model, sidePairs, gate, { epochs, lr: 1e-5, batchSize: editBatch, reuseLowerLayers: side !== 'plain' });
+      const rep = await lib.gatedEdit(model, pairs, gate, { epochs, lr: 1e-5, batchSize: editBatch, reuseLowerLayers: side !== 'plain' });
       const seconds = now() - s;
-      emit({ kind: 'gatedEdit', side, pairs: sidePairs.length, epochs, seconds, secondsPerEpoch: seconds / epochs, lastLoss: rep.epochLosses.at(-1), tag });
+      emit({ kind: 'gatedEdit', side, pairs: pairs.length, epochs, seconds, secondsPerEpoch: seconds / epochs, lastLoss: rep.epochLosses.at(-1), tag });
       await model.runNative(undefined, (n) => n.restoreFfn(snapshot, true));
     }
     if (tasks.has('eval')) {

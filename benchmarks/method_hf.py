@@ -39,9 +39,9 @@ def parse_args():
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--pairs", type=int, default=0, help="use the first N pairs (0: all)")
+    p.add_argument("--pairs", type=int, default=0, help="learn masks for the first N pairs only (0: all); the edit takes all")
     p.add_argument("--tasks", default="mask,edit,eval")
-    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--attn", default="auto", help="sdpa, eager, or auto: sdpa where this torch has it, else eager")
     return p.parse_args()
 
 
@@ -57,11 +57,23 @@ def load(model_dir, dtype, device, attn):
         from transformers import LlavaForConditionalGeneration as Cls
     else:
         from transformers import AutoModelForCausalLM as Cls
+    if attn == "auto":
+        # transformers refuses sdpa on torch < 2.1.1 (Debian 12's python3-torch is 1.13).
+        try:
+            return load(model_dir, dtype, device, "sdpa")
+        except (ImportError, ValueError):
+            return load(model_dir, dtype, device, "eager")
     model = Cls.from_pretrained(model_dir, torch_dtype=dtype, attn_implementation=attn).to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    model.ngate_attn = attn
     return model, cfg
+
+
+def text_config(cfg):
+    """The language model's config: LLaVA's text_config (get_text_config() exists only from 4.46), else cfg."""
+    return getattr(cfg, "text_config", None) or cfg
 
 
 def decoder_layers(model):
@@ -125,7 +137,7 @@ def forward(model, ids, attn, pixel_values):
 
 def learn_masks(model, data, pairs, args, device, dtype, pixels):
     layer = decoder_layers(model)[data["layer"]]
-    H = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else model.config.hidden_size
+    H = text_config(model.config).hidden_size
     state = {}
 
     def hook(_module, _inputs, output):
@@ -242,13 +254,14 @@ def main():
     dtype = getattr(torch, args.dtype)
     with open(args.data) as f:
         data = json.load(f)
-    pairs = data["pairs"][: args.pairs or None]
+    all_pairs = data["pairs"]
+    pairs = all_pairs[: args.pairs or None]
     tasks = set(args.tasks.split(","))
     t0 = time.time()
     model, cfg = load(args.model, dtype, device, args.attn)
     sync(device)
     out = {"side": "transformers", "model": args.model, "device": device, "dtype": args.dtype, "load_s": time.time() - t0,
-           "torch": torch.__version__}
+           "torch": torch.__version__, "attn": model.ngate_attn}
     import transformers
     out["transformers"] = transformers.__version__
     cache = {}
@@ -269,24 +282,24 @@ def main():
         if "mask" in tasks:
             share = (masks < 0).float().mean(0)
         else:
-            share = torch.zeros(model.config.get_text_config().hidden_size)
+            share = torch.zeros(text_config(model.config).hidden_size)
         keep = share > 0.3
         sync(device)
         t = time.time()
-        losses = gated_edit(model, data, pairs, keep, device, pixels)
+        losses = gated_edit(model, data, all_pairs, keep, device, pixels)
         sync(device)
         sec = time.time() - t
-        out["gatedEdit"] = {"pairs": len(pairs), "epochs": data["epochs"], "seconds": sec, "secondsPerEpoch": sec / data["epochs"],
+        out["gatedEdit"] = {"pairs": len(all_pairs), "epochs": data["epochs"], "seconds": sec, "secondsPerEpoch": sec / data["epochs"],
                             "epochLosses": losses}
         print(json.dumps({"kind": "gatedEdit", **out["gatedEdit"]}), flush=True)
     if "eval" in tasks:
-        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        text_cfg = text_config(cfg)
         eos = text_cfg.eos_token_id if text_cfg.eos_token_id is not None else 2
         eos = eos[0] if isinstance(eos, list) else eos
         pad = cfg.pad_token_id if getattr(cfg, "pad_token_id", None) is not None else 0
         sync(device)
         t = time.time()
-        n, queries = generate(model, data, pairs, device, pixels, eos, pad)
+        n, queries = generate(model, data, all_pairs, device, pixels, eos, pad)
         sync(device)
         sec = time.time() - t
         out["evaluate"] = {"queries": queries, "seconds": sec, "generatedTokens": n, "tokensPerSecond": n / sec}

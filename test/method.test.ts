@@ -113,6 +113,24 @@ describe('learnMask', () => {
       // The masks did move, so the comparison is not between two copies of the start.
       expect(maxAbsDiff(plain.masks, new Float32Array(plain.masks.length).fill(1))).toBeGreaterThan(0.1);
     }
+    // Rows of one batch whose subjects start far apart: one row's subject comes after another
+    // row's whole sequence has ended, so the batch's kept prefix is the short row's, and the
+    // long row recomputes much of its question at every step, padding included.
+    const far: PrivacyPair[] = [
+      { id: 'far', category: 'passport', subject: 'passport',
+        sensitive: 'I took this photo yesterday at the airport, while we were waiting for the delayed flight to Lisbon with the whole family. What is the passport number?',
+        benign: 'I took this photo yesterday at the airport, while we were waiting for the delayed flight to Lisbon with the whole family. What colour is the passport?',
+        benignAnswer: 'It is dark red.' },
+      { id: 'near', category: 'phone', subject: 'phone', sensitive: 'phone number?', benign: 'phone colour?', benignAnswer: 'Black.' },
+      pairs[2],
+    ];
+    const [farPrepared, nearPrepared] = await preparePairs(model, far.slice(0, 2));
+    expect(farPrepared.sensitive.subjectPositions[0]).toBeGreaterThan(nearPrepared.benign.ids.length);
+    const opts = { layers: [1], steps: 3, lr: 0.1, batchSize: 3 };
+    const farPlain = await learnMask(model, far, { ...opts, reuseLowerLayers: false, reusePrefix: false });
+    const farFast = await learnMask(model, far, opts);
+    expect(maxAbsDiff(farFast.masks, farPlain.masks)).toBeLessThan(1e-5);
+    farFast.losses.forEach((l, i) => expect(Math.abs(l.sensitive - farPlain.losses[i].sensitive)).toBeLessThan(1e-5));
     // One pair at a time too (each batch has its own prefix).
     const alone = await learnMask(model, [pairs[2]], { layers: [1], steps: 5, lr: 0.2, batchSize: 1 });
     const aloneFull = await learnMask(model, [pairs[2]], { layers: [1], steps: 5, lr: 0.2, batchSize: 1, reusePrefix: false, reuseLowerLayers: false });

@@ -2,7 +2,7 @@
 """Writes a random-init LLaVA checkpoint with transformers and reference outputs for it.
 
     python3 scripts/gpu/make_llava_reference.py --out DIR [--dtype float32|bfloat16] [--device cuda]
-        [--seed 0] [--layers 2] [--hidden 64] [--heads 4] [--intermediate 128] [--vocab 320]
+        [--seed 0] [--layers 2] [--hidden 64] [--heads 4] [--intermediate 128] [--vocab 384]
         [--vision-layers 3] [--vision-hidden 64] [--vision-heads 4] [--image-size 56] [--patch 14]
         [--feature-layer -2] [--strategy default|full] [--max-new-tokens 8]
 
@@ -33,6 +33,7 @@ max_new_tokens tokens. Weights: every matrix N(0, --std), norm weights
 1 + N(0, 0.1), biases N(0, 0.02), with a seeded generator, then cast.
 """
 import argparse
+import inspect
 import json
 import os
 import random
@@ -53,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=128)
-    p.add_argument("--vocab", type=int, default=320, help="tokenizer vocabulary; <image> and <pad> follow it")
+    p.add_argument("--vocab", type=int, default=384,
+                   help="tokenizer vocabulary (at least 354, the byte-level base); <image> and <pad> follow it")
     p.add_argument("--vision-layers", type=int, default=3)
     p.add_argument("--vision-hidden", type=int, default=64)
     p.add_argument("--vision-heads", type=int, default=4)
@@ -65,7 +67,10 @@ def parse_args(argv=None):
     p.add_argument("--std", type=float, default=0.05)
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--impls", default="eager,sdpa")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.vocab < 354:
+        p.error("--vocab %d: the byte-level tokenizer alone needs 354 ids" % args.vocab)
+    return args
 
 
 def add_image_tokens(out_dir, image_id, pad_id):
@@ -125,9 +130,15 @@ def main(argv=None):
     vision = CLIPVisionConfig(hidden_size=args.vision_hidden, intermediate_size=args.vision_intermediate,
                               num_hidden_layers=args.vision_layers, num_attention_heads=args.vision_heads,
                               image_size=args.image_size, patch_size=args.patch, projection_dim=32)
+    patches = (args.image_size // args.patch) ** 2 + (1 if args.strategy == "full" else 0)
+    extra = {}
+    if "image_seq_length" in inspect.signature(LlavaConfig.__init__).parameters:
+        # transformers 4.44-4.46 take a prompt with fewer image tokens than this
+        # for the legacy one-token layout; ours arrive expanded to the patch count.
+        extra["image_seq_length"] = patches
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_id,
                          vision_feature_layer=args.feature_layer, vision_feature_select_strategy=args.strategy,
-                         projector_hidden_act="gelu", pad_token_id=pad_id)
+                         projector_hidden_act="gelu", pad_token_id=pad_id, **extra)
     torch.manual_seed(args.seed)
     model = LlavaForConditionalGeneration(config)
     gen = torch.Generator().manual_seed(args.seed)
@@ -155,7 +166,6 @@ def main(argv=None):
     with open(os.path.join(args.out, "config.json")) as f:
         saved_config = json.load(f)
 
-    patches = (S // args.patch) ** 2 + (1 if args.strategy == "full" else 0)
     rng = random.Random(args.seed + 1)
     words = lambda n: [rng.randrange(3, args.vocab) for _ in range(n)]  # noqa: E731
     cases = [

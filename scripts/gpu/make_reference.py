@@ -63,6 +63,9 @@ def write_min_tokenizer(out_dir, vocab_size):
     add(SPACE)
     for c in range(0x21, 0x7F):
         add(chr(c))
+    if vocab_size < len(vocab):
+        # Token ids past the model's vocabulary would index outside its embedding.
+        raise SystemExit("--vocab %d: the byte-level tokenizer alone needs %d ids" % (vocab_size, len(vocab)))
     for i in range(len(vocab), vocab_size):
         add("<extra_%d>" % i)
     tok = {
