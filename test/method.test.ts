@@ -7,6 +7,7 @@ import { loadModel, Model, readSafetensorsHeader, readSafetensorsTensor } from '
 import { PrivacyPair, preparePairs, toNativePairs, toNativeSequence } from '../lib/data';
 import { gatedEdit } from '../lib/gated-edit';
 import { learnMask } from '../lib/learn-mask';
+import { loadAddon } from '../lib/native';
 import { makeTempDir, TinyLlama, writeTinyLlama } from './fixtures/checkpoint';
 
 const device = process.env.NGATE_TEST_DEVICE ?? 'cpu';
@@ -135,6 +136,23 @@ describe('learnMask', () => {
     const alone = await learnMask(model, [pairs[2]], { layers: [1], steps: 5, lr: 0.2, batchSize: 1 });
     const aloneFull = await learnMask(model, [pairs[2]], { layers: [1], steps: 5, lr: 0.2, batchSize: 1, reusePrefix: false, reuseLowerLayers: false });
     expect(maxAbsDiff(alone.masks, aloneFull.masks)).toBeLessThan(1e-5);
+  });
+
+  test('attention computed a row at a time gives the masks of the whole batch at once (gradients through the pieces)', async () => {
+    const addon = loadAddon();
+    addon.setAttentionKernel('explicit');
+    try {
+      const opts = { layers: [0, 1], steps: 4, lr: 0.2, batchSize: pairs.length };
+      addon.setAttentionChunkBytes(0);
+      const whole = await learnMask(model, pairs, opts);
+      addon.setAttentionChunkBytes(1);  // one row per piece
+      const split = await learnMask(model, pairs, opts);
+      expect(maxAbsDiff(split.masks, whole.masks)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(whole.masks, new Float32Array(whole.masks.length).fill(1))).toBeGreaterThan(0.1);
+    } finally {
+      addon.setAttentionChunkBytes(16 << 20);
+      addon.setAttentionKernel('auto');
+    }
   });
 
   test('the losses are the mean cross-entropy of the answer tokens, as computed here from full logits', async () => {

@@ -104,6 +104,28 @@ describe.each([
     }
   });
 
+  test('the explicit attention computed a row at a time gives the numbers of the whole batch at once', async () => {
+    const batch = await Promise.all(prompts.map(async (p) => (await model.tokenizer.encode(p)).ids));
+    const addon = loadAddon();
+    addon.setAttentionKernel('explicit');
+    try {
+      addon.setAttentionChunkBytes(0);
+      const whole = await model.forward(batch);
+      const wholeGen = await model.generate(prompts, { maxNewTokens: 4, returnLogits: true });
+      addon.setAttentionChunkBytes(1);  // below one row's scores: one row per piece
+      const split = await model.forward(batch);
+      expect(maxAbsDiff(split.logits, whole.logits)).toBeLessThan(1e-6 * (dtype === 'float32' ? 1 : 1e4));
+      const splitGen = await model.generate(prompts, { maxNewTokens: 4, returnLogits: true });
+      for (let i = 0; i < prompts.length; i++) {
+        expect(splitGen[i].ids).toEqual(wholeGen[i].ids);
+        expect(maxAbsDiff(splitGen[i].logits!, wholeGen[i].logits!)).toBeLessThan(1e-6 * (dtype === 'float32' ? 1 : 1e4));
+      }
+    } finally {
+      addon.setAttentionChunkBytes(16 << 20);
+      addon.setAttentionKernel('auto');
+    }
+  });
+
   test('save → load gives the same logits, and the saved files have the source dtypes', async () => {
     const out = path.join(makeTempDir(), 'saved');
     await model.save(out);

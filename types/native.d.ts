@@ -110,6 +110,8 @@ export interface NativeAddon {
   CancelToken: new () => NativeCancelToken;
   info(): NativeInfo;
   setAttentionKernel(kernel: 'auto' | 'explicit'): void;
+  /** The explicit attention path's largest piece of scores in bytes (0: the whole batch at once). */
+  setAttentionChunkBytes(bytes: number): void;
   setThreads(n: number): void;
   /** Native models alive in this process. */
   liveModels(): number;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cmath>
 #include <mutex>
 #include <optional>
 
@@ -845,6 +846,15 @@ Napi::Value SetAttentionKernel(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setAttentionChunkBytes(n): the explicit path's largest piece of attention
+// scores (0: the whole batch at once, the reference the split is tested against).
+Napi::Value SetAttentionChunkBytes(const Napi::CallbackInfo& info) {
+  const double n = info[0].ToNumber().DoubleValue();
+  if (!(n >= 0) || n != std::floor(n)) throw Napi::TypeError::New(info.Env(), "attention chunk bytes must be a non-negative integer");
+  set_attention_chunk_bytes(static_cast<int64_t>(n));
+  return info.Env().Undefined();
+}
+
 Napi::Value LiveModels(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(LlamaModel::live_count()));
 }
@@ -860,6 +870,7 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("CancelToken", CancelToken::Init(env));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setAttentionKernel", Napi::Function::New(env, SetAttentionKernel));
+  exports.Set("setAttentionChunkBytes", Napi::Function::New(env, SetAttentionChunkBytes));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("liveModels", Napi::Function::New(env, LiveModels));
   return exports;

@@ -10,6 +10,22 @@ namespace ngate {
 
 namespace {
 std::atomic<AttentionKernel> g_kernel{AttentionKernel::Auto};
+// The explicit path's largest temporary per piece: scores of more rows than fit
+// are computed a few rows at a time. glibc serves blocks above 32 MB with fresh
+// mappings that the kernel zeroes on every use, so [B, heads, T, S] float32
+// scores of a long batch cost a page fault per 4 KB each time; pieces below
+// that size are reused from the heap. 0: never split.
+std::atomic<int64_t> g_chunk_bytes{16 << 20};
+
+// softmax(QKᵀ/√d + mask) V, with the softmax in float32 (transformers' eager path).
+torch::Tensor explicit_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                 const torch::Tensor& allowed, double scale) {
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+  // In place: the product's backward does not need its output.
+  scores.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(probs, v);
+}
 std::atomic<int64_t> g_live{0};
 
 std::string shape_string(at::IntArrayRef s) {
@@ -28,6 +44,7 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 }  // namespace
 
 void set_attention_kernel(AttentionKernel kernel) { g_kernel = kernel; }
+void set_attention_chunk_bytes(int64_t bytes) { g_chunk_bytes = bytes; }
 
 bool fused_attention_available() {
 #if TORCH_VERSION_MAJOR >= 2
@@ -211,16 +228,27 @@ torch::Tensor LlamaModel::attention(const Layer& l, const torch::Tensor& x, cons
   }
 #endif
   if (!out.defined()) {
-    // softmax(QKᵀ/√d + mask) V, with the softmax in float32 (transformers' eager path).
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));
-    torch::Tensor allowed = attn.allowed;
+    const int64_t S = k.size(2);
+    torch::Tensor allowed = attn.allowed;  // [B or 1, 1, T, S]
     if (plain_causal) {
-      const int64_t S = k.size(2);
-      allowed = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).tril(S - T);
+      allowed = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).tril(S - T).view({1, 1, T, S});
     }
-    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-    auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-    out = torch::matmul(probs, v);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    const int64_t row_bytes = c.num_heads * T * S * 4;
+    const int64_t limit = g_chunk_bytes.load();
+    const int64_t rows = limit > 0 ? std::max<int64_t>(1, limit / std::max<int64_t>(row_bytes, 1)) : B;
+    if (rows >= B) {
+      out = explicit_attention(q, k, v, allowed, scale);
+    } else {
+      // Each row's attention is its own: a few rows at a time give the same numbers.
+      std::vector<torch::Tensor> parts;
+      for (int64_t b = 0; b < B; b += rows) {
+        const int64_t n = std::min(rows, B - b);
+        auto mask = allowed.size(0) == 1 ? allowed : allowed.narrow(0, b, n);
+        parts.push_back(explicit_attention(q.narrow(0, b, n), k.narrow(0, b, n), v.narrow(0, b, n), mask, scale));
+      }
+      out = torch::cat(parts, 0);
+    }
   }
   out = out.transpose(1, 2).reshape({B, T, c.num_heads * hd});
   return torch::linear(out, l.o, l.o_bias);

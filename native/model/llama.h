@@ -135,6 +135,8 @@ class LlamaModel {
 // (libtorch ≥ 2) or the explicit softmax(QKᵀ/√d)V, kept as the reference.
 enum class AttentionKernel { Auto, Explicit };
 void set_attention_kernel(AttentionKernel kernel);
+// The explicit path splits a batch so that no piece's scores exceed this many bytes (0: never).
+void set_attention_chunk_bytes(int64_t bytes);
 bool fused_attention_available();
 
 }  // namespace ngate
