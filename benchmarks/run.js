@@ -11,6 +11,7 @@ const path = require('path');
 const os = require('os');
 const { SHAPES, ensureCheckpoint, promptIds, paramCount } = require('./lib/checkpoint');
 const { applyThreads, parseArgs: parseArgList } = require('./lib/args');
+const { median } = require('./lib/stats');
 
 applyThreads();
 const lib = require(process.env.NGATE_DIST || path.join(__dirname, '..', 'dist'));
@@ -23,11 +24,6 @@ const ints = (s) => String(s).split(',').map((x) => {
   return n;
 });
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 

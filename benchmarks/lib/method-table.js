@@ -9,7 +9,7 @@
 //
 // method_hf.py's lines carry no side or tag: cpu-method.sh and gpu-method.sh
 // add them ({"side":"transformers","tag":CASE}) when they collect its output.
-const fs = require('fs');
+const { jsonLines, median } = require('./stats');
 
 const TASKS = [
   // kind, field, label, higher is better
@@ -18,27 +18,6 @@ const TASKS = [
   ['evaluate', 'tokensPerSecond', 'evaluate (generated tokens/s)', true],
 ];
 const SIDES = ['ngate', 'plain', 'transformers'];
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function readLines(files) {
-  const rows = [];
-  for (const f of files) {
-    for (const line of fs.readFileSync(f, 'utf8').split('\n')) {
-      if (!line.startsWith('{')) continue;
-      try {
-        rows.push(JSON.parse(line));
-      } catch {
-        // a partial line from a run that was cut off: not a measurement
-      }
-    }
-  }
-  return rows;
-}
 
 function fmt(x) {
   if (x === undefined) return '—';
@@ -90,7 +69,7 @@ if (require.main === module) {
     console.error('usage: node benchmarks/lib/method-table.js FILE.jsonl...');
     process.exit(2);
   }
-  console.log(table(readLines(files)));
+  console.log(table(files.flatMap(jsonLines)));
 }
 
-module.exports = { table, median };
+module.exports = { table };

@@ -8,16 +8,7 @@
 const fs = require('fs');
 const path = require('path');
 
-function jsonLines(file) {
-  if (!fs.existsSync(file)) return [];
-  const out = [];
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    const s = line.trim();
-    if (!s.startsWith('{')) continue;
-    try { out.push(JSON.parse(s)); } catch { /* a log line that only looks like JSON */ }
-  }
-  return out;
-}
+const { jsonLines } = require('./stats');
 
 const outDir = process.argv[2];
 if (!outDir) {

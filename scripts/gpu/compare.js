@@ -26,15 +26,15 @@ function parseArgs(argv) {
   return out;
 }
 
+/** A float32 little-endian file the reference script wrote. */
+function readF32(dir, file) {
+  const buf = fs.readFileSync(path.join(dir, file));
+  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+}
+
 function readLogits(dir, entry) {
   const [T, V] = entry.shape;
-  let data;
-  if (entry.data) {
-    data = Float32Array.from(entry.data);
-  } else {
-    const buf = fs.readFileSync(path.join(dir, entry.file));
-    data = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-  }
+  const data = entry.data ? Float32Array.from(entry.data) : readF32(dir, entry.file);
   if (data.length !== T * V) throw new Error(`${entry.file || 'inline logits'}: ${data.length} values, shape says ${T}x${V}`);
   return { T, V, data };
 }
@@ -219,7 +219,12 @@ async function main() {
   for (const dir of args.dirs) await compareDir(dir, args);
 }
 
-main().catch((e) => {
-  console.error(e && e.stack ? e.stack : e);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e && e.stack ? e.stack : e);
+    process.exit(1);
+  });
+}
+
+// scripts/gpu/compare_llava.js reads and reports the same way.
+module.exports = { lib, parseArgs, readF32, argmax, emit };

@@ -14,21 +14,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const lib = require(process.env.NGATE_DIST || path.join(__dirname, '..', '..', 'dist'));
-
-function parseArgs(argv) {
-  const out = { dirs: [] };
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i].startsWith('--')) out[argv[i].slice(2)] = argv[++i];
-    else out.dirs.push(argv[i]);
-  }
-  return out;
-}
-
-function readF32(dir, file) {
-  const buf = fs.readFileSync(path.join(dir, file));
-  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-}
+const { lib, parseArgs, readF32, argmax, emit } = require('./compare');
 
 function maxAbs(a, b) {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
@@ -37,21 +23,12 @@ function maxAbs(a, b) {
   return m;
 }
 
+/** Positions (of T) where both [T, V] logit arrays pick the same token. */
 function argmaxAgree(a, b, T, V) {
   let agree = 0;
-  for (let t = 0; t < T; t++) {
-    let x = 0, y = 0;
-    for (let v = 1; v < V; v++) {
-      if (a[t * V + v] > a[t * V + x]) x = v;
-      if (b[t * V + v] > b[t * V + y]) y = v;
-    }
-    if (x === y) agree++;
-  }
+  for (let t = 0; t < T; t++) if (argmax(a, t * V, V) === argmax(b, t * V, V)) agree++;
   return `${agree}/${T}`;
 }
-
-const round = (x) => (typeof x === 'number' ? Number(x.toPrecision(4)) : x);
-const emit = (o) => console.log(JSON.stringify(o, (_k, v) => round(v)));
 
 async function compareDir(dir, args) {
   const ref = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8'));
@@ -63,7 +40,7 @@ async function compareDir(dir, args) {
   const V = model.config.vocabSize;
   emit({ ...base, case: 'load', image_tokens: model.llava.imageTokens, ref_image_tokens: ref.image_tokens,
     ref_transformers: ref.transformers, ref_torch: ref.torch, torch: lib.nativeInfo().torchVersion,
-    keys_sample: Object.keys(JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors')).subarray(8, 8 + Number(fs.readFileSync(path.join(dir, 'model.safetensors')).readBigUInt64LE(0))).toString('utf8'))).filter((k) => k !== '__metadata__').slice(0, 4) });
+    keys_sample: [...lib.readSafetensorsHeader(path.join(dir, 'model.safetensors')).tensors.keys()].slice(0, 4) });
   const summary = { ...base, summary: true, primary, max_abs_logit: 0, max_abs_logit_exact_image: 0, max_abs_pixel: {}, generate: {} };
   for (const c of ref.cases) {
     const image = c.image ? path.join(dir, c.image) : null;

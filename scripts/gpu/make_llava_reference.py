@@ -41,7 +41,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_reference import disable_eos_in_files, from_pretrained, save_kwargs, write_min_tokenizer  # noqa: E402
+from make_reference import (MIN_TOKENIZER_IDS, disable_eos_in_files, from_pretrained, save_kwargs,  # noqa: E402
+                            write_min_tokenizer)
 
 
 def parse_args(argv=None):
@@ -68,8 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--impls", default="eager,sdpa")
     args = p.parse_args(argv)
-    if args.vocab < 354:
-        p.error("--vocab %d: the byte-level tokenizer alone needs 354 ids" % args.vocab)
+    if args.vocab < MIN_TOKENIZER_IDS:
+        p.error("--vocab %d: the byte-level tokenizer alone needs %d ids" % (args.vocab, MIN_TOKENIZER_IDS))
     return args
 
 

@@ -45,6 +45,8 @@ import sys
 import time
 
 SPACE = "\u2581"
+# Ids write_min_tokenizer needs before any <extra_N>: 3 specials, 256 bytes, SPACE, printable ASCII.
+MIN_TOKENIZER_IDS = 3 + 256 + 1 + (0x7F - 0x21)
 
 
 def write_min_tokenizer(out_dir, vocab_size):
@@ -63,9 +65,10 @@ def write_min_tokenizer(out_dir, vocab_size):
     add(SPACE)
     for c in range(0x21, 0x7F):
         add(chr(c))
-    if vocab_size < len(vocab):
+    assert len(vocab) == MIN_TOKENIZER_IDS
+    if vocab_size < MIN_TOKENIZER_IDS:
         # Token ids past the model's vocabulary would index outside its embedding.
-        raise SystemExit("--vocab %d: the byte-level tokenizer alone needs %d ids" % (vocab_size, len(vocab)))
+        raise SystemExit("--vocab %d: the byte-level tokenizer alone needs %d ids" % (vocab_size, MIN_TOKENIZER_IDS))
     for i in range(len(vocab), vocab_size):
         add("<extra_%d>" % i)
     tok = {
