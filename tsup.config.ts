@@ -2,7 +2,7 @@ import { defineConfig } from 'tsup';
 
 export default defineConfig({
   // index: the library; cli: what bin/ngate.js runs.
-  entry: { index: 'lib/index.ts', cli: 'lib/cli.ts' },
+  entry: { index: 'lib/index.ts', cli: 'lib/cli/index.ts' },
   format: ['cjs', 'esm'],
   dts: { entry: { index: 'lib/index.ts' } },
   shims: true, // __dirname in the ESM build, used to find the addon

@@ -3,7 +3,7 @@
 // Builds the addon from source with cmake-js against the libtorch that
 // scripts/find-libtorch.js finds. With --prebuild, also copies the result to
 // prebuilds/<platform>-<arch>/, named after the libtorch it links, where the
-// loader (lib/native.ts) looks for it.
+// loader (lib/model/native.ts) looks for it.
 const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');

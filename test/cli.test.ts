@@ -8,10 +8,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadGate, loadMasks, loadModel } from '../lib';
 import { EXIT, main, parseLayers } from '../lib/cli';
-import { demoModelDir, runDemo, takeBalanced } from '../lib/demo';
-import { writePairsFile } from '../lib/pairs-file';
-import { buildPrivacyPairs } from '../lib/privacy-pair';
-import { readReport } from '../lib/report';
+import { demoModelDir, runDemo, takeBalanced } from '../lib/demo/run';
+import { writePairsFile } from '../lib/data/pairs-file';
+import { buildPrivacyPairs } from '../lib/data/privacy-pair';
+import { readReport } from '../lib/report/folder';
 import { makeTempDir, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
 
 const device = process.env.NGATE_TEST_DEVICE ?? 'cpu';

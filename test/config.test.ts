@@ -1,8 +1,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { NgateError } from '../lib/errors';
-import { parseLlamaConfig, readLlamaConfig, serializeConfig } from '../lib/config';
+import { NgateError } from '../lib/util/errors';
+import { parseLlamaConfig, readLlamaConfig, serializeConfig } from '../lib/model/config';
 
 const FILE = 'config.json';
 

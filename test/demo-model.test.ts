@@ -6,10 +6,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildPrivacyPairs, evaluate, loadModel, readSafetensorsHeader } from '../lib';
-import { demoModelDir, takeBalanced } from '../lib/demo';
-import { demoCorpus, REFUSAL_SKILL_SUBJECTS, trainDemoModel } from '../lib/demo-model';
-import { PRIVACY_CATEGORIES, QUESTION_TEMPLATES } from '../lib/privacy-pair';
-import { defaultRefusalResponse, isRefusal, makeRefusalMatcher } from '../lib/refusal';
+import { demoModelDir, takeBalanced } from '../lib/demo/run';
+import { demoCorpus, REFUSAL_SKILL_SUBJECTS, trainDemoModel } from '../lib/demo/demo-model';
+import { PRIVACY_CATEGORIES, QUESTION_TEMPLATES } from '../lib/data/privacy-pair';
+import { defaultRefusalResponse } from '../lib/data/safe-response';
+import { isRefusal, makeRefusalMatcher } from '../lib/method/refusal';
 import { makeTempDir } from './fixtures/checkpoint';
 
 describe('the demo corpus', () => {

@@ -1,9 +1,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { NgateError } from '../lib/errors';
-import { buildGate, gateSummaryFile, loadGate, loadMasks, mergeGates, saveGate, saveMasks } from '../lib/gate';
-import { readSafetensorsHeader, writeSafetensorsFile } from '../lib/safetensors';
+import { NgateError } from '../lib/util/errors';
+import { buildGate, gateSummaryFile, loadGate, loadMasks, mergeGates, saveGate, saveMasks } from '../lib/method/gate';
+import { readSafetensorsHeader, writeSafetensorsFile } from '../lib/model/safetensors';
 import type { Gate, MaskLoss, MaskSet } from '../types/results';
 
 let dir: string;

@@ -3,8 +3,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
-import { ImagePreprocessing, preprocessImage, readPreprocessorConfig, resizedSize } from '../lib/image';
-import type { ClipVisionConfig } from '../lib/config';
+import { ImagePreprocessing, preprocessImage, readPreprocessorConfig, resizedSize } from '../lib/model/image';
+import type { ClipVisionConfig } from '../lib/model/config';
 import { makeTempDir } from './fixtures/checkpoint';
 import { pilBicubicResize } from './reference/pil-resize';
 

@@ -6,8 +6,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import { evaluate, gatedEdit, learnMask, loadModel, Model, readSafetensorsHeader, readSafetensorsTensor } from '../lib';
-import { encodeQuery, fillBenignAnswers, PrivacyPair, preparePairs, toNativeInputs } from '../lib/data';
-import { NgateError } from '../lib/errors';
+import { encodeQuery, fillBenignAnswers, PrivacyPair, preparePairs, toNativeInputs } from '../lib/data/prepare';
+import { NgateError } from '../lib/util/errors';
 import { makeTempDir, TinyLlava, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

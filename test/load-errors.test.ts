@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadModel, LoadOptions, ModelDtype, NgateError } from '../lib';
-import { loadAddon } from '../lib/native';
+import { loadAddon } from '../lib/model/native';
 import { makeTempDir, TinyLlamaOptions, writeTinyLlama } from './fixtures/checkpoint';
 
 const ST = 'model.safetensors';

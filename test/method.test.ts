@@ -4,10 +4,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Gate } from '../types/results';
 import { loadModel, Model, readSafetensorsHeader, readSafetensorsTensor } from '../lib';
-import { PrivacyPair, preparePairs, toNativePairs, toNativeSequence } from '../lib/data';
-import { gatedEdit } from '../lib/gated-edit';
-import { learnMask } from '../lib/learn-mask';
-import { loadAddon } from '../lib/native';
+import { PrivacyPair, preparePairs, toNativePairs, toNativeSequence } from '../lib/data/prepare';
+import { gatedEdit } from '../lib/method/gated-edit';
+import { learnMask } from '../lib/method/learn-mask';
+import { loadAddon } from '../lib/model/native';
 import { makeTempDir, TinyLlama, writeTinyLlama } from './fixtures/checkpoint';
 
 const device = process.env.NGATE_TEST_DEVICE ?? 'cpu';

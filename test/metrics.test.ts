@@ -1,7 +1,8 @@
-import { NgateError } from '../lib/errors';
-import { privacyEditScores, spyBenchScores } from '../lib/metrics';
-import type { Outcome, SpyOutcome } from '../lib/metrics';
-import { PAPER_REFUSAL_PREFIXES, defaultRefusalResponse, isRefusal, makeRefusalMatcher } from '../lib/refusal';
+import { NgateError } from '../lib/util/errors';
+import { privacyEditScores, spyBenchScores } from '../lib/method/metrics';
+import type { Outcome, SpyOutcome } from '../lib/method/metrics';
+import { PAPER_REFUSAL_PREFIXES, defaultRefusalResponse } from '../lib/data/safe-response';
+import { isRefusal, makeRefusalMatcher } from '../lib/method/refusal';
 
 function errorOf(fn: () => unknown): NgateError {
   try {

@@ -5,7 +5,7 @@ import * as path from 'path';
 import * as v8 from 'v8';
 import * as vm from 'vm';
 import { loadModel, Model } from '../lib';
-import { loadAddon } from '../lib/native';
+import { loadAddon } from '../lib/model/native';
 import { makeTempDir, TinyLlama, writeTinyLlama } from './fixtures/checkpoint';
 import { referenceLogits } from './reference/llama-ref';
 

@@ -3,7 +3,7 @@
 // taking the process down.
 import * as fs from 'fs';
 import * as path from 'path';
-import { firstLoadable, loadAddon, packageRoot } from '../lib/native';
+import { firstLoadable, loadAddon, packageRoot } from '../lib/model/native';
 import { makeTempDir } from './fixtures/checkpoint';
 
 test('a corrupt binary is skipped with its reason and the next candidate is used', () => {

@@ -1,10 +1,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { PrivacyPair } from '../lib/data';
-import { NgateError } from '../lib/errors';
-import { PairsFileError, readPairsFile, readPairsFileSync, writePairsFile } from '../lib/pairs-file';
-import { buildPrivacyPairs } from '../lib/privacy-pair';
+import type { PrivacyPair } from '../lib/data/prepare';
+import { NgateError } from '../lib/util/errors';
+import { PairsFileError, readPairsFile, readPairsFileSync, writePairsFile } from '../lib/data/pairs-file';
+import { buildPrivacyPairs } from '../lib/data/privacy-pair';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ngate-pairs-')); });

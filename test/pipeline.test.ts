@@ -2,7 +2,7 @@
 // and the layer search, each against what its definition says.
 import { evaluate, fillBenignAnswers, gatedEdit, isRefusal, loadModel, locateLayer, makeRefusalMatcher, Model, privacyEditScores } from '../lib';
 import type { PrivacyPair } from '../lib';
-import { encodeQuery } from '../lib/data';
+import { encodeQuery } from '../lib/data/prepare';
 import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
 
 const device = process.env.NGATE_TEST_DEVICE ?? 'cpu';

@@ -1,10 +1,10 @@
-import { validatePairs } from '../lib/data';
-import { NgateError } from '../lib/errors';
+import { validatePairs } from '../lib/data/prepare';
+import { NgateError } from '../lib/util/errors';
 import {
   buildPrivacyPairs, CONTEXT_OPENERS, CONTEXT_SENTENCES, DEFAULT_TEST_SHARE, fillTemplate, generalizationLeaks, parseQuery,
   PRIVACY_CATEGORIES, PrivacyPairSplits, QUESTION_TEMPLATES, syntheticAnswer,
-} from '../lib/privacy-pair';
-import type { PrivacyPair } from '../lib/data';
+} from '../lib/data/privacy-pair';
+import type { PrivacyPair } from '../lib/data/prepare';
 
 const all = (s: PrivacyPairSplits): PrivacyPair[] => [...s.train, ...s.test, ...s.heldOut];
 const count = (text: string, needle: string): number => text.split(needle).length - 1;

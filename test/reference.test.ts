@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { readSafetensorsHeader, readSafetensorsTensor } from '../lib/safetensors';
+import { readSafetensorsHeader, readSafetensorsTensor } from '../lib/model/safetensors';
 import {
   FixtureDtype, TinyLlama, fromBf16, fromF16, makeTempDir, toBf16Bytes, toF16Bytes, writeTinyLlama,
 } from './fixtures/checkpoint';

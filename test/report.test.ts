@@ -3,14 +3,15 @@
 // and report.json reads back into the object that was written.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { EvaluationReport } from '../lib/evaluate';
-import { buildGate } from '../lib/gate';
-import { privacyEditScores, Outcome } from '../lib/metrics';
-import { makeRefusalMatcher } from '../lib/refusal';
-import {
-  DemoReport, fmt, gateCountsText, interpret, layerShares, maskShareSvg, readReport, REPORT_FORMAT, ReportLayer,
-  ReportRun, scoresText, shareHistogram, strongShareSvg, summaryMarkdown, textTable, writeReport,
-} from '../lib/report';
+import type { EvaluationReport } from '../lib/method/evaluate';
+import { buildGate } from '../lib/method/gate';
+import { privacyEditScores, Outcome } from '../lib/method/metrics';
+import { makeRefusalMatcher } from '../lib/method/refusal';
+import { DemoReport, REPORT_FORMAT, ReportLayer, ReportRun } from '../lib/report/format';
+import { fmt, gateCountsText, scoresText, textTable } from '../lib/report/tables';
+import { interpret, summaryMarkdown } from '../lib/report/summary';
+import { layerShares, maskShareSvg, shareHistogram, strongShareSvg } from '../lib/report/plots';
+import { readReport, writeReport } from '../lib/report/folder';
 import type { MaskSet } from '../types/results';
 import { makeTempDir } from './fixtures/checkpoint';
 

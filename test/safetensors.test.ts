@@ -1,14 +1,14 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { NgateError } from '../lib/errors';
+import { NgateError } from '../lib/util/errors';
 import {
   DTYPE_BYTES,
   encodeSafetensorsHeader,
   readSafetensorsHeader,
   readSafetensorsTensor,
   writeSafetensorsFile,
-} from '../lib/safetensors';
+} from '../lib/model/safetensors';
 
 let dir: string;
 beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ngate-')); });

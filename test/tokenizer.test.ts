@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Tokenizer, VICUNA_V1_TEMPLATE, type Encoded } from '../lib/tokenizer';
+import { Tokenizer, VICUNA_V1_TEMPLATE, type Encoded } from '../lib/model/tokenizer';
 import { LLAMA2_LIKE_TEMPLATE, writeLlamaTokenizer } from './fixtures/tokenizer';
 
 let root: string;

@@ -61,7 +61,7 @@ export interface NativeGenerateResult {
 
 export interface NativeParameterInfo { name: string; dtype: string; shape: number[]; }
 
-/** One query with its target answer, as token ids (see lib/data.ts). */
+/** One query with its target answer, as token ids (see lib/data/prepare.ts). */
 export interface NativeSequence { ids: Int32Array; subjectPositions: Int32Array; answerStart: number; image?: number; }
 export interface NativePair { sensitive: NativeSequence; benign: NativeSequence; }
 

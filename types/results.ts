@@ -1,5 +1,5 @@
 // Result types shared by learnMask, buildGate, gatedEdit and the file helpers
-// in lib/gate.ts. Plain data (typed arrays, numbers, strings) so they can be
+// in lib/method/gate.ts. Plain data (typed arrays, numbers, strings) so they can be
 // saved, merged and sent between processes without a model at hand.
 
 /** The three terms of eq. 5 for one pair, at the last mask step. */

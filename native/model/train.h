@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "model/llama.h"
-#include "ngate/pairs.h"
+#include "model/batch.h"
 
 namespace ngate {
 

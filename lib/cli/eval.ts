@@ -1,0 +1,40 @@
+// ngate eval: greedy answers to both queries of every pair, scored as RtA, 1 − RtA and EtA.
+import { Command } from 'commander';
+import * as path from 'path';
+import { evaluate, EvaluationReport } from '../method/evaluate';
+import { evaluationText } from '../report/tables';
+import { writeFileAtomic } from '../util/atomic-write';
+import { defined } from '../util/defined';
+import {
+  addModelOptions, addOutputOptions, addRefusalOptions, Context, Define, matcherOf, ModelOpts, openModel, outputFile,
+  parsePositiveInt, readPairs, seconds,
+} from './shared';
+
+async function evalCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
+  const refusal = matcherOf(o);
+  const pairs = await readPairs(ctx, o.pairs as string);
+  const out = o.out !== undefined ? outputFile(o.out as string) : undefined;
+  const model = await openModel(ctx, o as ModelOpts);
+  try {
+    const t0 = Date.now();
+    ctx.log(`answering ${pairs.length * 2} queries`);
+    const report: EvaluationReport = await evaluate(model, pairs, {
+      ...defined({ maxNewTokens: o.maxNewTokens as number | undefined, batchSize: o.batchSize as number | undefined }), refusal,
+      signal: ctx.signal, onProgress: ctx.progress,
+    });
+    ctx.checkAborted();
+    const doc = { model: model.dir, pairs: path.resolve(o.pairs as string), seconds: seconds(t0), ...report };
+    if (out) writeFileAtomic(out, JSON.stringify(doc, null, 2) + '\n');
+    ctx.emit(doc, [evaluationText(report), '', `refusals matched by ${report.matcher.name} (${report.matcher.mode} mode)`, ...(out ? [`wrote ${out}`] : [])].join('\n'));
+  } finally {
+    model.dispose();
+  }
+}
+
+export function addEvalCommand(define: Define): Command {
+  return addOutputOptions(addModelOptions(addRefusalOptions(define('eval', 'answer both queries of every pair and score RtA, 1 − RtA and EtA', evalCommand)
+    .requiredOption('--pairs <file>', 'pairs JSONL')
+    .option('--max-new-tokens <n>', 'tokens per answer (default 32)', parsePositiveInt)
+    .option('--batch-size <n>', 'queries decoded together (default 16)', parsePositiveInt)
+    .option('--out <file>', 'also write the full report (with every raw response) as JSON'))));
+}

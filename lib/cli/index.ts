@@ -1,0 +1,135 @@
+// The `ngate` command line: the program, its exit codes and its entry points.
+// Each subcommand lives in a file of its own in this folder and only parses its
+// options and calls the library; shared.ts holds what they share. `main` runs
+// in-process and returns the exit code, so tests need not spawn; `run` is what
+// bin/ngate.js calls.
+import { Command, CommanderError } from 'commander';
+import * as fs from 'fs';
+import * as path from 'path';
+import { packageRoot } from '../model/native';
+import { NgateError } from '../util/errors';
+import { addBuildGateCommand } from './build-gate';
+import { addDataCommand } from './data';
+import { addDemoCommand } from './demo';
+import { addEditCommand } from './edit';
+import { addEvalCommand } from './eval';
+import { addInspectCommand } from './inspect';
+import { addLearnMaskCommand } from './learn-mask';
+import { addLocateCommand } from './locate';
+import { CliIo, CommonOpts, Context, Define } from './shared';
+
+export { parseLayers, defaultModelDir } from './shared';
+export type { CliIo } from './shared';
+
+/** 0 ok, 1 the work failed, 2 bad usage or input, 130 interrupted (128 + SIGINT). */
+export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
+
+// Codes that mean the user's files or arguments are wrong, not that the work failed.
+const BAD_INPUT_CODES = new Set(['ERR_USAGE', 'ERR_INPUT', 'ERR_MISSING_FILE', 'ERR_CONFIG', 'ERR_SAFETENSORS', 'ERR_CHECKPOINT',
+  'ERR_MISSING_TENSOR', 'ERR_DEVICE', 'ERR_GATE_FILE', 'ERR_MASK_FILE', 'ERR_PAIRS_FILE', 'ERR_TOKENIZER', 'ERR_SAVE']);
+
+function exitCodeOf(e: unknown, aborted: boolean): number {
+  const code = (e as { code?: unknown })?.code;
+  if (aborted || code === 'ERR_ABORTED' || (e as Error)?.name === 'AbortError') return EXIT.interrupted;
+  if (typeof code === 'string' && (BAD_INPUT_CODES.has(code) || /^ERR_.*(_FILE|INPUT|CONFIG)$/.test(code))) return EXIT.usage;
+  if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') return EXIT.usage;
+  return EXIT.failure;
+}
+
+/** The subcommands, in the order `ngate --help` lists them. */
+const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand, addInspectCommand];
+
+function buildProgram(io: CliIo, signal: AbortSignal): Command {
+  const program = new Command('ngate')
+    .description('Neural Gate: neuron-level privacy editing of LLaMA-family models.\nRun `ngate demo` to see it work end to end on the embedded demo model.')
+    .version(packageVersion(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+
+  const define: Define = (name, description, action) => {
+    const cmd = program.command(name).description(description).exitOverride()
+      .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+      .showHelpAfterError('(run with --help for usage)');
+    // parseAsync awaits the action, so its errors reach main's catch.
+    cmd.action(async (...a: unknown[]) => {
+      const c = a[a.length - 1] as Command;
+      const ctx = new Context(io, signal, c.opts() as CommonOpts);
+      try {
+        await action(ctx, c.opts(), c.args);
+      } finally {
+        ctx.stopBar();
+      }
+    });
+    return cmd;
+  };
+
+  for (const add of SUBCOMMANDS) add(define);
+
+  program.addHelpText('after', [
+    '',
+    'Exit codes: 0 done, 1 the work failed, 2 bad usage or input, 130 interrupted (Ctrl-C).',
+    'Ctrl-C stops the running step and writes nothing half-way: every output appears whole or not at all.',
+  ].join('\n'));
+  return program;
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/**
+ * Runs `ngate` with `argv` (the arguments after the program name) and returns
+ * the exit code. Output goes to io.stdout / io.stderr (process streams by default).
+ */
+export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<number> {
+  const io: CliIo = { stdout: ioIn.stdout ?? process.stdout, stderr: ioIn.stderr ?? process.stderr, signal: ioIn.signal, handleSignals: ioIn.handleSignals };
+  const controller = new AbortController();
+  const forward = () => controller.abort();
+  if (io.signal?.aborted) controller.abort();
+  io.signal?.addEventListener('abort', forward, { once: true });
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      io.stderr.write('\nngate: interrupted; stopping after the current step (Ctrl-C again to quit at once)\n');
+      controller.abort();
+    } else {
+      process.exit(EXIT.interrupted);
+    }
+  };
+  if (io.handleSignals) process.on('SIGINT', onSigint);
+  const json = argv.includes('--json');
+  try {
+    await buildProgram(io, controller.signal).parseAsync(argv, { from: 'user' });
+    return controller.signal.aborted ? EXIT.interrupted : EXIT.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;
+      // commander has printed its message on stderr already.
+      if (json) io.stdout.write(JSON.stringify({ error: { code: 'ERR_USAGE', message: e.message.replace(/^error:\s*/, ''), exitCode: EXIT.usage } }, null, 2) + '\n');
+      return EXIT.usage;
+    }
+    const code = exitCodeOf(e, controller.signal.aborted);
+    const message = code === EXIT.interrupted ? 'interrupted; no output was written for the step that was stopped' : (e as Error)?.message ?? String(e);
+    io.stderr.write(`ngate: ${message}\n`);
+    if (code === EXIT.failure && process.env.NGATE_DEBUG && (e as Error)?.stack) io.stderr.write(`${(e as Error).stack}\n`);
+    if (json) {
+      const err = e as NgateError;
+      io.stdout.write(JSON.stringify({ error: { code: err?.code ?? 'ERR_UNKNOWN', message, ...(err?.file ? { file: err.file } : {}), exitCode: code } }, null, 2) + '\n');
+    }
+    return code;
+  } finally {
+    io.signal?.removeEventListener('abort', forward);
+    if (io.handleSignals) process.removeListener('SIGINT', onSigint);
+  }
+}
+
+/** The binary's entry: process arguments and streams, SIGINT handled, exit code set. */
+export async function run(argv: string[] = process.argv.slice(2)): Promise<void> {
+  process.exitCode = await main(argv, { handleSignals: true });
+}

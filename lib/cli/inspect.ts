@@ -1,0 +1,176 @@
+// ngate inspect: what a file or folder is and what it holds, read without a model.
+import { Command } from 'commander';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Gate, MaskSet } from '../../types/results';
+import { LlamaConfig, readModelConfig } from '../model/config';
+import { readSafetensorsHeader, SafetensorsHeader } from '../model/safetensors';
+import type { PrivacyPair } from '../data/prepare';
+import { readPairsFile } from '../data/pairs-file';
+import { loadGate, loadMasks } from '../method/gate';
+import { readReport } from '../report/folder';
+import { REPORT_FORMAT } from '../report/format';
+import { fmt, gateCountsText, scoresText, textTable } from '../report/tables';
+import { NgateError } from '../util/errors';
+import { addOutputOptions, Context, Define, UsageError } from './shared';
+import { maskStats, maskStatsText, meanLoss } from './learn-mask';
+
+interface Inspection { kind: string; path: string; [k: string]: unknown }
+
+function bytesText(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0, v = n;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+function tensorStats(headers: SafetensorsHeader[]): { parameters: number; tensors: number; dtypes: Record<string, { tensors: number; parameters: number }> } {
+  let parameters = 0, tensors = 0;
+  const dtypes: Record<string, { tensors: number; parameters: number }> = {};
+  for (const h of headers) {
+    for (const e of h.tensors.values()) {
+      const n = e.shape.reduce((a, b) => a * b, 1);
+      parameters += n; tensors++;
+      const d = (dtypes[e.dtype] ??= { tensors: 0, parameters: 0 });
+      d.tensors++; d.parameters += n;
+    }
+  }
+  return { parameters, tensors, dtypes };
+}
+
+function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
+  const modelConfig = readModelConfig(dir);
+  const llava = modelConfig.modelType === 'llava' ? modelConfig : null;
+  const config: LlamaConfig = llava ? llava.text : (modelConfig as LlamaConfig);
+  const index = path.join(dir, 'model.safetensors.index.json');
+  let shardNames: string[];
+  if (fs.existsSync(index)) {
+    const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+    shardNames = [...new Set(Object.values(map))].sort();
+  } else {
+    shardNames = ['model.safetensors'];
+  }
+  const headers = shardNames.map((f) => readSafetensorsHeader(path.join(dir, f)));
+  const stats = tensorStats(headers);
+  const shards = headers.map((h) => ({ file: path.basename(h.file), bytes: h.fileSize, tensors: h.tensors.size }));
+  const has = (f: string) => fs.existsSync(path.join(dir, f));
+  let chatTemplate = has('chat_template.jinja') || has('chat_template.json');
+  if (!chatTemplate && has('tokenizer_config.json')) {
+    try { chatTemplate = typeof (JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as { chat_template?: unknown }).chat_template !== 'undefined'; } catch { /* reported by loadModel, not here */ }
+  }
+  const c = config;
+  const summary = {
+    modelType: c.modelType, numLayers: c.numLayers, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize,
+    numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, vocabSize: c.vocabSize,
+    maxPositionEmbeddings: c.maxPositionEmbeddings, tieWordEmbeddings: c.tieWordEmbeddings, ropeTheta: c.ropeTheta, dtype: c.dtype,
+  };
+  const doc: Inspection = {
+    kind: 'checkpoint', path: dir, config: summary, parameters: stats.parameters, tensors: stats.tensors, dtypes: stats.dtypes, shards,
+    tokenizer: has('tokenizer.json'), chatTemplate,
+  };
+  const text = [
+    `checkpoint ${dir}`,
+    ...(llava ? [`  llava: CLIP vision tower of ${llava.vision.numLayers} layers, hidden ${llava.vision.hiddenSize}, ${llava.vision.imageSize}px images in ${llava.vision.patchSize}px patches, ${llava.imageTokens} image tokens (id ${llava.imageTokenId}); language model:`] : []),
+    `  ${c.modelType}: ${c.numLayers} layers, hidden ${c.hiddenSize}, FFN ${c.intermediateSize}, ${c.numHeads} heads (${c.numKvHeads} key-value, head dim ${c.headDim}), vocabulary ${c.vocabSize}${c.tieWordEmbeddings ? ', tied embeddings' : ''}`,
+    `  ${stats.parameters.toLocaleString('en-US')} parameters in ${stats.tensors} tensors; ${Object.entries(stats.dtypes).map(([k, v]) => `${k} ${v.tensors} tensors`).join(', ')}; config dtype ${c.dtype ?? 'not given'}`,
+    `  ${shards.length === 1 ? 'one weights file' : `${shards.length} shards`}: ${shards.map((s) => `${s.file} (${bytesText(s.bytes)})`).join(', ')}`,
+    `  tokenizer.json ${doc.tokenizer ? 'present' : 'missing'}, chat template ${chatTemplate ? 'present' : 'not given (Vicuna format is used)'}`,
+  ].join('\n');
+  return { doc, text };
+}
+
+function inspectGate(file: string, gate: Gate): { doc: Inspection; text: string } {
+  const doc: Inspection = { kind: 'gate', path: file, layers: gate.layers, hiddenSize: gate.hiddenSize, threshold: gate.threshold, pairCount: gate.pairCount, counts: gate.counts };
+  return { doc, text: [`gate ${file}: τ = ${gate.threshold}, N = ${gate.pairCount} pairs, hidden size ${gate.hiddenSize}`, gateCountsText(gate.counts, gate.hiddenSize)].join('\n') };
+}
+
+function inspectMasks(file: string, masks: MaskSet): { doc: Inspection; text: string } {
+  const stats = maskStats(masks);
+  const loss = meanLoss(masks);
+  const doc: Inspection = {
+    kind: 'masks', path: file, layers: masks.layers, hiddenSize: masks.hiddenSize, pairCount: masks.pairIds.length,
+    hookPoint: masks.hookPoint ?? null, options: masks.options ?? null, layerStats: stats, meanLoss: loss,
+  };
+  return {
+    doc, text: [
+      `masks ${file}: ${masks.pairIds.length} pairs, layer${masks.layers.length > 1 ? 's' : ''} ${masks.layers.join(', ')}, hidden size ${masks.hiddenSize}, hook point ${masks.hookPoint ?? 'ffn'}`,
+      ...(masks.options ? [`  learned with ${Object.entries(masks.options).map(([k, v]) => `${k} ${v}`).join(', ')}`] : []),
+      maskStatsText(masks, stats),
+      `mean loss at the last step: L_sen ${fmt(loss.sensitive)}, L_benign ${fmt(loss.benign)}, L1 ${fmt(loss.l1, 4)}`,
+    ].join('\n'),
+  };
+}
+
+function inspectPairs(file: string, pairs: PrivacyPair[]): { doc: Inspection; text: string } {
+  const byCategory: Record<string, number> = {};
+  for (const p of pairs) byCategory[p.category] = (byCategory[p.category] ?? 0) + 1;
+  const withAnswer = pairs.filter((p) => p.benignAnswer !== undefined).length;
+  const withImage = pairs.filter((p) => p.image !== undefined).length;
+  const doc: Inspection = { kind: 'pairs', path: file, pairCount: pairs.length, byCategory, withBenignAnswer: withAnswer, withImage, example: pairs[0] ?? null };
+  const ex = pairs[0];
+  return {
+    doc, text: [
+      `pairs ${file}: ${pairs.length} pairs, ${withAnswer} with r_org${withImage ? `, ${withImage} with an image` : ''}`,
+      textTable(['category', 'pairs'], Object.keys(byCategory).sort().map((c) => [c, String(byCategory[c])])),
+      ...(ex ? ['', `e.g. ${ex.id} (subject "${ex.subject}")`, `  sensitive: ${ex.sensitive}`, `  benign:    ${ex.benign}`, ...(ex.benignAnswer !== undefined ? [`  r_org:     ${ex.benignAnswer}`] : [])] : []),
+    ].join('\n'),
+  };
+}
+
+function inspectReport(file: string): { doc: Inspection; text: string } {
+  const r = readReport(file);
+  return {
+    doc: { kind: 'demo-report', path: file, createdAt: r.createdAt, model: r.model, settings: r.settings, scores: Object.fromEntries(r.runs.map((x) => [x.name, { seen: x.seen.scores.overall, heldOut: x.heldOut.scores.overall }])), timings: r.timings },
+    text: [`demo report ${file} (${r.createdAt}), model ${r.model.dir}, edited layers ${r.settings.editLayers.join(', ')}`, scoresText(r)].join('\n'),
+  };
+}
+
+async function inspectPath(target: string): Promise<{ doc: Inspection; text: string }> {
+  const abs = path.resolve(target);
+  if (!fs.existsSync(abs)) throw new UsageError(`not found: ${abs}`);
+  if (fs.statSync(abs).isDirectory()) {
+    if (fs.existsSync(path.join(abs, 'config.json'))) return inspectCheckpoint(abs);
+    if (fs.existsSync(path.join(abs, 'report.json'))) return inspectReport(path.join(abs, 'report.json'));
+    const jsonl = fs.readdirSync(abs).filter((f) => f.endsWith('.jsonl')).sort();
+    if (jsonl.length > 0) {
+      const parts = await Promise.all(jsonl.map(async (f) => inspectPairs(path.join(abs, f), await readPairsFile(path.join(abs, f)))));
+      return { doc: { kind: 'pairs-folder', path: abs, files: parts.map((p) => p.doc) }, text: parts.map((p) => p.text).join('\n\n') };
+    }
+    throw new UsageError(`cannot tell what this folder is (no config.json, report.json or *.jsonl): ${abs}`);
+  }
+  if (abs.endsWith('.jsonl')) return inspectPairs(abs, await readPairsFile(abs));
+  if (abs.endsWith('.safetensors')) {
+    const header = readSafetensorsHeader(abs);
+    if (header.metadata.format === 'ngate.gate') return inspectGate(abs, loadGate(abs));
+    if (header.metadata.format === 'ngate.masks') return inspectMasks(abs, loadMasks(abs));
+    const stats = tensorStats([header]);
+    const names = [...header.tensors.values()];
+    return {
+      doc: { kind: 'safetensors', path: abs, metadata: header.metadata, ...stats, bytes: header.fileSize, tensorList: names.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape })) },
+      text: [`safetensors ${abs}: ${stats.tensors} tensors, ${stats.parameters.toLocaleString('en-US')} values, ${bytesText(header.fileSize)}`,
+        textTable(['tensor', 'dtype', 'shape'], names.slice(0, 40).map((e) => [e.name, e.dtype, `[${e.shape.join(', ')}]`])),
+        ...(names.length > 40 ? [`… and ${names.length - 40} more`] : [])].join('\n'),
+    };
+  }
+  if (abs.endsWith('.json')) {
+    let v: { format?: unknown; architectures?: unknown } | null = null;
+    try { v = JSON.parse(fs.readFileSync(abs, 'utf8')); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
+    if (v?.format === REPORT_FORMAT) return inspectReport(abs);
+    if (v?.format === 'ngate.gate') {
+      const sibling = abs.slice(0, -'.json'.length) + '.safetensors';
+      if (fs.existsSync(sibling)) return inspectGate(sibling, loadGate(sibling));
+    }
+    if (path.basename(abs) === 'config.json') return inspectCheckpoint(path.dirname(abs));
+  }
+  throw new UsageError(`cannot tell what this file is (expected a checkpoint folder, a masks or gate .safetensors, a pairs .jsonl or a demo report): ${abs}`);
+}
+
+async function inspectCommand(ctx: Context, _o: Record<string, unknown>, args: string[]): Promise<void> {
+  const { doc, text } = await inspectPath(args[0]);
+  ctx.emit(doc, text);
+}
+
+export function addInspectCommand(define: Define): Command {
+  return addOutputOptions(define('inspect', 'describe a checkpoint folder, masks or gate file, pairs file or demo report', inspectCommand)
+    .argument('<path>', 'file or folder'));
+}

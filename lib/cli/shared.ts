@@ -1,0 +1,268 @@
+// What every subcommand of `ngate` shares: the option parsers (each throws
+// commander's InvalidArgumentError, reported with the option's name, exit 2),
+// the model and output options, and the Context through which a command logs,
+// draws progress, prints its result and sees the abort signal.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import * as cliProgress from 'cli-progress';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { ModelDtype } from '../model/config';
+import { loadModel, Model, Progress } from '../model/model';
+import { packageRoot } from '../model/native';
+import { fillBenignAnswers, PrivacyPair } from '../data/prepare';
+import { readPairsFile } from '../data/pairs-file';
+import type { FfnParam } from '../method/gated-edit';
+import { makeRefusalMatcher, RefusalMatcher } from '../method/refusal';
+import { NgateError } from '../util/errors';
+
+export interface CliIo {
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown; isTTY?: boolean; columns?: number };
+  /** Aborting it stops the running command as Ctrl-C does. */
+  signal?: AbortSignal;
+  /** Turn SIGINT into an abort (the binary does; in-process callers usually do not). */
+  handleSignals?: boolean;
+}
+
+/** The embedded demo model, the default wherever a model is loaded. */
+export function defaultModelDir(): string {
+  return path.join(packageRoot(), 'models', 'demo');
+}
+
+/** "2,3", "2-4" or a mix ("1,3-5"): distinct non-negative layer indices, in the order given. */
+export function parseLayers(s: string): number[] {
+  const out: number[] = [];
+  for (const part of s.split(',').map((x) => x.trim())) {
+    const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(part);
+    if (!m) throw new InvalidArgumentError(`"${s}" is not a list of layer indices such as 2,3 or 2-4.`);
+    const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) throw new InvalidArgumentError(`the range ${part} runs backwards.`);
+    for (let l = a; l <= b; l++) out.push(l);
+  }
+  if (new Set(out).size !== out.length) throw new InvalidArgumentError(`"${s}" names a layer twice.`);
+  return out;
+}
+
+export function parsePositiveInt(s: string): number {
+  const v = Number(s);
+  if (!/^\d+$/.test(s.trim()) || !Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`"${s}" is not a positive integer.`);
+  return v;
+}
+
+export function parseNonNegativeInt(s: string): number {
+  const v = Number(s);
+  if (!/^\d+$/.test(s.trim()) || !Number.isSafeInteger(v)) throw new InvalidArgumentError(`"${s}" is not a non-negative integer.`);
+  return v;
+}
+
+export function parseNonNegative(s: string): number {
+  const v = Number(s);
+  if (s.trim() === '' || !Number.isFinite(v) || v < 0) throw new InvalidArgumentError(`"${s}" is not a non-negative number.`);
+  return v;
+}
+
+export function parseShare(s: string): number {
+  const v = parseNonNegative(s);
+  if (v > 1) throw new InvalidArgumentError(`"${s}" is not in [0, 1].`);
+  return v;
+}
+
+export function parseSeed(s: string): number {
+  const v = Number(s);
+  if (!/^-?\d+$/.test(s.trim()) || !Number.isSafeInteger(v)) throw new InvalidArgumentError(`"${s}" is not an integer.`);
+  return v;
+}
+
+/** "3,19": the first and last layer searched. */
+export function parseSearch(s: string): [number, number] {
+  const m = /^\s*(\d+)\s*[,:-]\s*(\d+)\s*$/.exec(s);
+  if (!m || Number(m[2]) < Number(m[1])) throw new InvalidArgumentError(`"${s}" is not a layer range such as 3,19.`);
+  return [Number(m[1]), Number(m[2])];
+}
+
+export const FFN_PARAMS: FfnParam[] = ['gate_proj', 'up_proj', 'down_proj'];
+
+export function parseParams(s: string): FfnParam[] {
+  const out = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = out.find((p) => !FFN_PARAMS.includes(p as FfnParam));
+  if (out.length === 0 || bad !== undefined) throw new InvalidArgumentError(`expected a list of ${FFN_PARAMS.join(', ')}${bad ? `, got "${bad}"` : ''}.`);
+  if (new Set(out).size !== out.length) throw new InvalidArgumentError(`"${s}" names a parameter twice.`);
+  return out as FfnParam[];
+}
+
+export class UsageError extends NgateError {
+  constructor(message: string, file?: string) {
+    super('ERR_USAGE', message, file === undefined ? {} : { file });
+  }
+}
+
+export interface CommonOpts { json?: boolean; quiet?: boolean }
+
+export interface ModelOpts { model?: string; device?: string; dtype?: ModelDtype }
+
+export class Context {
+  private bar: cliProgress.SingleBar | null = null;
+  private barStage = '';
+  readonly bars: boolean;
+
+  constructor(readonly io: CliIo, readonly signal: AbortSignal, readonly opts: CommonOpts) {
+    // Bars only for a person watching: a terminal, and not when a script wants JSON.
+    this.bars = !!io.stderr.isTTY && !opts.json;
+  }
+
+  /** A line on stderr for a person; silent with --json or --quiet. */
+  log(line: string): void {
+    if (this.opts.json || this.opts.quiet) return;
+    this.stopBar();
+    this.io.stderr.write(line + '\n');
+  }
+
+  /** The library's progress callback, drawn as a bar per stage. */
+  readonly progress = (p: Progress): void => {
+    if (!this.bars || this.opts.quiet) return;
+    if (!this.bar || this.barStage !== p.stage) {
+      this.stopBar();
+      this.barStage = p.stage;
+      this.bar = new cliProgress.SingleBar({
+        stream: this.io.stderr as unknown as NodeJS.WritableStream,
+        format: `${p.stage.padEnd(12)} [{bar}] {value}/{total} {eta_formatted}`,
+        hideCursor: true, clearOnComplete: true, etaBuffer: 20,
+      }, cliProgress.Presets.shades_classic);
+      this.bar.start(Math.max(1, p.total), 0);
+    }
+    this.bar.setTotal(Math.max(1, p.total));
+    this.bar.update(p.done);
+  };
+
+  stopBar(): void {
+    if (this.bar) { this.bar.stop(); this.bar = null; }
+  }
+
+  /** Prints the result: one JSON document with --json, the text otherwise. */
+  emit(doc: unknown, text: string): void {
+    this.stopBar();
+    if (this.opts.json) this.io.stdout.write(JSON.stringify(doc, null, 2) + '\n');
+    else this.io.stdout.write(text.endsWith('\n') ? text : text + '\n');
+  }
+
+  checkAborted(): void {
+    if (this.signal.aborted) {
+      const err = new NgateError('ERR_ABORTED', 'the operation was aborted');
+      err.name = 'AbortError';
+      throw err;
+    }
+  }
+}
+
+export function requireFile(file: string, what: string): string {
+  const abs = path.resolve(file);
+  if (!fs.existsSync(abs)) throw new UsageError(`${what} not found: ${abs}`, undefined);
+  if (!fs.statSync(abs).isFile()) throw new UsageError(`${what} is not a file: ${abs}`);
+  return abs;
+}
+
+/** The folder an output file goes to is made if missing; the file itself is written atomically by the library. */
+export function outputFile(file: string): string {
+  const abs = path.resolve(file);
+  if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) throw new UsageError(`the output is a folder, expected a file path: ${abs}`);
+  fs.mkdirSync(path.dirname(abs), { recursive: true });
+  return abs;
+}
+
+export function modelDirOf(o: ModelOpts): string {
+  const dir = path.resolve(o.model ?? defaultModelDir());
+  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    const hint = o.model === undefined ? ' (the embedded demo model is missing from this installation; pass --model DIR)' : '';
+    throw new UsageError(`model folder not found or without config.json: ${dir}${hint}`);
+  }
+  return dir;
+}
+
+export async function openModel(ctx: Context, o: ModelOpts): Promise<Model> {
+  const dir = modelDirOf(o);
+  ctx.log(`loading ${dir}`);
+  return loadModel(dir, { device: o.device, dtype: o.dtype, signal: ctx.signal, onProgress: ctx.progress });
+}
+
+export async function readPairs(ctx: Context, file: string, what = 'pairs file'): Promise<PrivacyPair[]> {
+  const abs = requireFile(file, what);
+  const pairs = await readPairsFile(abs);
+  ctx.checkAborted();
+  return pairs;
+}
+
+/** r_org for every pair without one, from the unedited model. */
+export async function withBenignAnswers(ctx: Context, model: Model, pairs: PrivacyPair[]): Promise<{ pairs: PrivacyPair[]; filled: number }> {
+  const missing = pairs.filter((p) => p.benignAnswer === undefined).length;
+  if (missing === 0) return { pairs, filled: 0 };
+  ctx.log(`generating r_org (the unedited model's benign answers) for ${missing} pairs`);
+  const out = await fillBenignAnswers(model, pairs, { signal: ctx.signal, onProgress: (done, total) => ctx.progress({ stage: 'r_org', done, total }) });
+  return { pairs: out, filled: missing };
+}
+
+/** Layers the model has, checked before any work is done. */
+export function checkLayers(model: Model, layers: number[] | undefined): void {
+  for (const l of layers ?? []) {
+    if (l >= model.config.numLayers) {
+      throw new NgateError('ERR_INPUT', `layer ${l} is not in [0, ${model.config.numLayers})`, { field: 'layers' });
+    }
+  }
+}
+
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <dir>', 'Hugging Face checkpoint folder (default: the embedded demo model)')
+    .option('--device <device>', 'cpu, cuda or cuda:N (default cpu)')
+    .addOption(new Option('--dtype <dtype>', 'compute dtype (default float32 on cpu, bfloat16 on cuda)').choices(['float32', 'float16', 'bfloat16']));
+}
+
+export function addOutputOptions(cmd: Command): Command {
+  return cmd
+    .option('--json', 'print one JSON document on stdout instead of text')
+    .option('-q, --quiet', 'no progress or status lines on stderr');
+}
+
+/** A refusal list: a JSON array of strings, or one phrase per line (blank lines and # comments skipped). */
+export function readRefusalList(file: string): string[] {
+  const abs = requireFile(file, 'refusal list');
+  const text = fs.readFileSync(abs, 'utf8');
+  if (/^\s*\[/.test(text)) {
+    let v: unknown;
+    try { v = JSON.parse(text); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
+    if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw new NgateError('ERR_INPUT', 'must be a JSON array of strings', { file: abs });
+    return v as string[];
+  }
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  if (lines.length === 0) throw new NgateError('ERR_INPUT', 'holds no phrases', { file: abs });
+  return lines;
+}
+
+export function matcherOf(o: Record<string, unknown>): Partial<RefusalMatcher> {
+  const m: Partial<RefusalMatcher> = {};
+  if (o.refusalMode !== undefined) m.mode = o.refusalMode as 'prefix' | 'substring';
+  if (o.refusalList !== undefined) { m.prefixes = readRefusalList(o.refusalList as string); m.name = path.basename(o.refusalList as string); }
+  if (o.caseFold === false) m.caseFold = false;
+  makeRefusalMatcher(m); // fail on a bad list before the model loads
+  return m;
+}
+
+export function mean(xs: number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
+}
+
+export function seconds(t0: number): number {
+  return Math.round((Date.now() - t0) / 100) / 10;
+}
+
+export type Action = (ctx: Context, opts: Record<string, unknown>, args: string[]) => Promise<void>;
+
+/** Declares a subcommand: its name, its one-line description and what it runs. */
+export type Define = (name: string, description: string, action: Action) => Command;
+
+/** The options of the commands that score refusals (eval, locate). */
+export function addRefusalOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--refusal-mode <mode>', 'a refusal starts with (prefix) or contains (substring) a phrase').choices(['prefix', 'substring']))
+    .option('--refusal-list <file>', 'refusal phrases: one per line, or a JSON array (default: the paper\'s appendix 8.2 list)')
+    .option('--no-case-fold', 'match refusal phrases with letter case');
+}

@@ -1,0 +1,52 @@
+// evaluate: greedy answers to the sensitive and benign query of every pair,
+// scored by refusal matching (appendix 8.2): RtA on sensitive queries,
+// 1 − RtA on benign ones and their mean EtA, per category and overall. Every
+// raw response is kept so that another judge can re-score the report.
+import { PrivacyPair, encodeQuery, validatePairs } from '../data/prepare';
+import { NgateError } from '../util/errors';
+import { Outcome, privacyEditScores, PrivacyEditScores } from './metrics';
+import type { Model, ProgressCallback } from '../model/model';
+import { isRefusal, makeRefusalMatcher, RefusalMatcher } from './refusal';
+
+export interface EvaluateOptions {
+  /** New tokens per answer (default 32: a refusal shows in its first words). */
+  maxNewTokens?: number;
+  /** Queries decoded together (default 16). */
+  batchSize?: number;
+  /** How refusals are recognised; default the paper's prefixes, prefix mode, case-folded. */
+  refusal?: Partial<RefusalMatcher>;
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+}
+
+export interface EvaluationReport {
+  matcher: RefusalMatcher;
+  maxNewTokens: number;
+  scores: PrivacyEditScores;
+  outcomes: Outcome[];
+}
+
+export async function evaluate(model: Model, pairs: PrivacyPair[], opts: EvaluateOptions = {}): Promise<EvaluationReport> {
+  validatePairs(pairs);
+  const matcher = makeRefusalMatcher(opts.refusal);
+  const maxNewTokens = opts.maxNewTokens ?? 32;
+  const batchSize = opts.batchSize ?? 16;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new NgateError('ERR_INPUT', `batchSize must be a positive integer, got ${batchSize}`, { field: 'batchSize' });
+  }
+  const queries = pairs.flatMap((p) => (['sensitive', 'benign'] as const).map((kind) => ({ pair: p, kind })));
+  const outcomes: Outcome[] = [];
+  for (let k = 0; k < queries.length; k += batchSize) {
+    const chunk = queries.slice(k, k + batchSize);
+    const prompts = await Promise.all(chunk.map(async (q) => (await encodeQuery(model, q.pair[q.kind], q.pair.subject, q.pair.image)).ids));
+    // Image pairs: each query is asked about its image (ids already carry the expanded image run).
+    const images = chunk.some((q) => q.pair.image !== undefined) ? chunk.map((q) => q.pair.image ?? null) : undefined;
+    const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal, images });
+    gens.forEach((g, j) => {
+      const { pair, kind } = chunk[j];
+      outcomes.push({ id: pair.id, category: pair.category, kind, response: g.text, refused: isRefusal(g.text, matcher), generatedTokens: g.ids.length });
+    });
+    opts.onProgress?.({ stage: 'evaluate', done: Math.min(k + batchSize, queries.length), total: queries.length });
+  }
+  return { matcher, maxNewTokens, scores: privacyEditScores(outcomes), outcomes };
+}

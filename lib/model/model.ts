@@ -1,0 +1,713 @@
+// loadModel and the Model object: a Hugging Face LLaMA-family checkpoint held
+// by the native addon, with its tokenizer and chat template.
+import * as fs from 'fs';
+import * as path from 'path';
+import type { NativeCancelToken, NativeImages, NativeModel, NativeTensorSource } from '../../types/native';
+import { LlamaConfig, LlavaConfig, ModelDtype, readModelConfig, serializeConfig } from './config';
+import { ImageInput, ImagePreprocessing, preprocessImage, readPreprocessorConfig } from './image';
+import { abortError, NgateError } from '../util/errors';
+import { loadAddon } from './native';
+import { encodeSafetensorsHeader, readSafetensorsHeader, SafetensorsDtype, TensorEntry } from './safetensors';
+import { Tokenizer } from './tokenizer';
+
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+
+export interface Progress { stage: string; done: number; total: number; }
+export type ProgressCallback = (p: Progress) => void;
+
+export interface LoadOptions {
+  /** `cpu` (default), `cuda` or `cuda:N`. */
+  device?: Device | string;
+  /** Compute dtype; default float32 on the CPU, bfloat16 on CUDA. */
+  dtype?: ModelDtype;
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+}
+
+export interface ForwardOptions {
+  /** Return only the logits of each sequence's last token: shape [B, 1, V]. */
+  lastOnly?: boolean;
+  /**
+   * LLaVA: one image per sequence (path or bytes of a JPEG/PNG, or null for
+   * none). A sequence with an image holds the image token once (it is
+   * expanded to the image's token count) or already expanded.
+   */
+  images?: (ImageInput | null)[];
+  signal?: AbortSignal;
+}
+
+export interface ForwardResult {
+  logits: Float32Array;
+  shape: [number, number, number];
+  /** The ids as fed to the model (image tokens expanded), when images were given. */
+  ids?: number[][];
+}
+
+export interface GenerateOptions {
+  /** Upper bound on new tokens per prompt (default 64). */
+  maxNewTokens?: number;
+  /** Wrap string prompts as one user turn of the model's chat template (default false). */
+  chat?: boolean;
+  /** Also return the logits of every decoding step (for checks; memory grows with steps × vocabulary). */
+  returnLogits?: boolean;
+  /** LLaVA: one image (or null) per prompt; a prompt with an image holds `<image>` once. */
+  images?: (ImageInput | null)[];
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+}
+
+export interface Generation {
+  /** The prompt's token ids as fed to the model. */
+  promptIds: number[];
+  /** New token ids, without the EOS that stopped decoding. */
+  ids: number[];
+  text: string;
+  finishReason: 'eos' | 'length';
+  /** [ids.length (+1 if stopped at EOS), V] step logits, when returnLogits. */
+  logits?: Float32Array;
+}
+
+export interface SaveOptions {
+  /** Write every tensor in this dtype; default: each tensor in the dtype its source file had. */
+  dtype?: ModelDtype;
+  /** Replace an existing, non-empty target folder (never the folder the model was loaded from). */
+  overwrite?: boolean;
+  /** Largest shard in bytes before the weights are split (default 5e9, as transformers). */
+  maxShardBytes?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+}
+
+const WEIGHT_INDEX = 'model.safetensors.index.json';
+const SINGLE_WEIGHTS = 'model.safetensors';
+// Files besides the weights and config that make a checkpoint usable as it was.
+const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model',
+  'generation_config.json', 'chat_template.json', 'chat_template.jinja', 'added_tokens.json',
+  'preprocessor_config.json', 'processor_config.json'];
+
+const TO_SAFETENSORS: Record<ModelDtype, SafetensorsDtype> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
+
+function checkDevice(device: string): void {
+  if (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device)) return;
+  throw new NgateError('ERR_DEVICE', `unknown device "${device}" (expected cpu, cuda or cuda:N)`, { field: 'device' });
+}
+
+// Every tensor of the checkpoint, from model.safetensors or the shards an index names.
+function listCheckpointTensors(dir: string): Map<string, { file: string; entry: TensorEntry }> {
+  const out = new Map<string, { file: string; entry: TensorEntry }>();
+  const indexFile = path.join(dir, WEIGHT_INDEX);
+  let files: string[];
+  if (fs.existsSync(indexFile)) {
+    let index: unknown;
+    try {
+      index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+    } catch (e) {
+      throw new NgateError('ERR_CHECKPOINT', `not valid JSON: ${(e as Error).message}`, { file: indexFile });
+    }
+    const map = (index as { weight_map?: unknown })?.weight_map;
+    if (!map || typeof map !== 'object' || Array.isArray(map)) {
+      throw new NgateError('ERR_CHECKPOINT', 'has no "weight_map" object', { file: indexFile, field: 'weight_map' });
+    }
+    const named = new Map<string, string>();
+    for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
+      if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+        throw new NgateError('ERR_CHECKPOINT', `weight_map entry for ${tensor} is not a file name in the folder`, { file: indexFile, field: `weight_map.${tensor}` });
+      }
+      named.set(tensor, shard);
+    }
+    files = [...new Set(named.values())];
+    for (const shard of files) {
+      const file = path.join(dir, shard);
+      if (!fs.existsSync(file)) {
+        throw new NgateError('ERR_MISSING_FILE', `is named by ${WEIGHT_INDEX} but does not exist`, { file });
+      }
+    }
+    for (const shard of files) {
+      const header = readSafetensorsHeader(path.join(dir, shard));
+      for (const [name, entry] of header.tensors) {
+        if (out.has(name)) {
+          throw new NgateError('ERR_CHECKPOINT', `tensor ${name} is stored twice (also in ${path.basename(out.get(name)!.file)})`, { file: header.file });
+        }
+        out.set(name, { file: header.file, entry });
+      }
+    }
+    for (const [tensor, shard] of named) {
+      const got = out.get(tensor);
+      if (!got) throw new NgateError('ERR_MISSING_TENSOR', `tensor ${tensor} is not in ${shard}, where ${WEIGHT_INDEX} places it`, { file: path.join(dir, shard) });
+    }
+  } else {
+    const file = path.join(dir, SINGLE_WEIGHTS);
+    if (!fs.existsSync(file)) {
+      throw new NgateError('ERR_MISSING_FILE', `no weights: neither ${SINGLE_WEIGHTS} nor ${WEIGHT_INDEX} exists in this folder`, { file: dir });
+    }
+    const header = readSafetensorsHeader(file);
+    for (const [name, entry] of header.tensors) out.set(name, { file, entry });
+  }
+  return out;
+}
+
+// The weights a LLaMA of this config holds, by Hugging Face name and shape.
+export function expectedLlamaTensors(c: LlamaConfig): { name: string; shape: number[] }[] {
+  const H = c.hiddenSize, I = c.intermediateSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  const out: { name: string; shape: number[] }[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, H] }];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`;
+    out.push({ name: `${p}input_layernorm.weight`, shape: [H] },
+      { name: `${p}self_attn.q_proj.weight`, shape: [q, H] },
+      { name: `${p}self_attn.k_proj.weight`, shape: [kv, H] },
+      { name: `${p}self_attn.v_proj.weight`, shape: [kv, H] },
+      { name: `${p}self_attn.o_proj.weight`, shape: [H, q] });
+    if (c.attentionBias) {
+      out.push({ name: `${p}self_attn.q_proj.bias`, shape: [q] }, { name: `${p}self_attn.k_proj.bias`, shape: [kv] },
+        { name: `${p}self_attn.v_proj.bias`, shape: [kv] }, { name: `${p}self_attn.o_proj.bias`, shape: [H] });
+    }
+    out.push({ name: `${p}post_attention_layernorm.weight`, shape: [H] },
+      { name: `${p}mlp.gate_proj.weight`, shape: [I, H] },
+      { name: `${p}mlp.up_proj.weight`, shape: [I, H] },
+      { name: `${p}mlp.down_proj.weight`, shape: [H, I] });
+    if (c.mlpBias) {
+      out.push({ name: `${p}mlp.gate_proj.bias`, shape: [I] }, { name: `${p}mlp.up_proj.bias`, shape: [I] },
+        { name: `${p}mlp.down_proj.bias`, shape: [H] });
+    }
+  }
+  out.push({ name: 'model.norm.weight', shape: [H] });
+  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, H] });
+  return out;
+}
+
+// The LLaVA weights besides the decoder's, by our name and shape: the CLIP
+// tower as "vision_tower.<CLIP vision_model name>", the projector as
+// "multi_modal_projector.<name>" (the order of native/model/llava.cpp).
+export function expectedLlavaVisionTensors(c: LlavaConfig): { name: string; shape: number[] }[] {
+  const v = c.vision, D = v.hiddenSize, I = v.intermediateSize, t = 'vision_tower.';
+  const patches = (v.imageSize / v.patchSize) ** 2;
+  const out: { name: string; shape: number[] }[] = [
+    { name: `${t}embeddings.class_embedding`, shape: [D] },
+    { name: `${t}embeddings.patch_embedding.weight`, shape: [D, v.numChannels, v.patchSize, v.patchSize] },
+    { name: `${t}embeddings.position_embedding.weight`, shape: [patches + 1, D] },
+    { name: `${t}pre_layrnorm.weight`, shape: [D] }, { name: `${t}pre_layrnorm.bias`, shape: [D] },
+  ];
+  for (let i = 0; i < v.numLayers; i++) {
+    const p = `${t}encoder.layers.${i}.`;
+    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) {
+      out.push({ name: `${p}self_attn.${proj}.weight`, shape: [D, D] }, { name: `${p}self_attn.${proj}.bias`, shape: [D] });
+    }
+    out.push({ name: `${p}layer_norm1.weight`, shape: [D] }, { name: `${p}layer_norm1.bias`, shape: [D] },
+      { name: `${p}mlp.fc1.weight`, shape: [I, D] }, { name: `${p}mlp.fc1.bias`, shape: [I] },
+      { name: `${p}mlp.fc2.weight`, shape: [D, I] }, { name: `${p}mlp.fc2.bias`, shape: [D] },
+      { name: `${p}layer_norm2.weight`, shape: [D] }, { name: `${p}layer_norm2.bias`, shape: [D] });
+  }
+  out.push({ name: `${t}post_layernorm.weight`, shape: [D] }, { name: `${t}post_layernorm.bias`, shape: [D] });
+  const H = c.text.hiddenSize, m = 'multi_modal_projector.';
+  out.push({ name: `${m}linear_1.weight`, shape: [H, D * c.featureLayers.length] });
+  if (c.projectorBias) out.push({ name: `${m}linear_1.bias`, shape: [H] });
+  out.push({ name: `${m}linear_2.weight`, shape: [H, H] });
+  if (c.projectorBias) out.push({ name: `${m}linear_2.bias`, shape: [H] });
+  return out;
+}
+
+/**
+ * Our name of a tensor stored under any of the key layouts transformers has
+ * written for LLaVA: llava-hf's `language_model.model.*`,
+ * `language_model.lm_head`, `vision_tower.vision_model.*`; 4.5x's
+ * `model.language_model.*`, top-level `lm_head`, `model.vision_tower.vision_model.*`;
+ * 5.x's `vision_tower.embeddings.*` without `vision_model`; the projector
+ * with or without `model.`. Null for tensors that are none of these.
+ */
+export function llavaCanonicalName(stored: string): string | null {
+  let n = stored;
+  if (/^model\.(language_model|vision_tower|multi_modal_projector)\./.test(n)) n = n.slice('model.'.length);
+  if (n.startsWith('language_model.lm_head.')) return n.slice('language_model.'.length);
+  if (n.startsWith('lm_head.')) return n;
+  if (n.startsWith('language_model.model.')) return n.slice('language_model.'.length);
+  if (n.startsWith('language_model.')) return 'model.' + n.slice('language_model.'.length);
+  if (n.startsWith('vision_tower.vision_model.')) return 'vision_tower.' + n.slice('vision_tower.vision_model.'.length);
+  if (n.startsWith('vision_tower.') || n.startsWith('multi_modal_projector.')) return n;
+  return null;
+}
+
+// The llava-hf spelling of one of our names, for error messages.
+function llavaExampleName(name: string): string {
+  if (name.startsWith('model.')) return 'language_model.' + name;
+  if (name.startsWith('lm_head.')) return 'language_model.' + name;
+  if (name.startsWith('vision_tower.')) return 'vision_tower.vision_model.' + name.slice('vision_tower.'.length);
+  return name;
+}
+
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+function readGenerationEos(dir: string): number[] {
+  const file = path.join(dir, 'generation_config.json');
+  if (!fs.existsSync(file)) return [];
+  try {
+    const g = JSON.parse(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown };
+    const e = g.eos_token_id;
+    if (typeof e === 'number') return [e];
+    if (Array.isArray(e)) return e.filter((x): x is number => typeof x === 'number');
+  } catch (err) {
+    throw new NgateError('ERR_CHECKPOINT', `not valid JSON: ${(err as Error).message}`, { file });
+  }
+  return [];
+}
+
+// One native call at a time per model; each call can be aborted.
+async function withToken<T>(signal: AbortSignal | undefined, run: (token: NativeCancelToken) => Promise<T>): Promise<T> {
+  if (signal?.aborted) throw abortError();
+  const addon = loadAddon();
+  const token = new addon.CancelToken();
+  const onAbort = () => token.cancel();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await run(token);
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_ABORTED' || token.cancelled) throw abortError();
+    if (e instanceof NgateError) throw e;
+    throw new NgateError('ERR_NATIVE', (e as Error).message, { cause: e });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+export class Model {
+  /** The folder the checkpoint was loaded from (never written to). */
+  readonly dir: string;
+  /** The decoder's config (for LLaVA: its text_config, defaults filled in). */
+  readonly config: LlamaConfig;
+  /** The LLaVA config (vision tower, projector, image token), or null for a text-only model. */
+  readonly llava: LlavaConfig | null;
+  /** How images are preprocessed (LLaVA), from preprocessor_config.json. */
+  readonly imagePreprocessing: ImagePreprocessing | null;
+  /** Our tensor name → the name the checkpoint stored it under (they differ for LLaVA layouts). */
+  private readonly storedNames: Map<string, string>;
+  readonly tokenizer: Tokenizer;
+  readonly device: string;
+  readonly dtype: ModelDtype;
+  /** Token ids that end generation: config, generation_config.json and tokenizer together. */
+  readonly eosTokenIds: number[];
+  readonly padTokenId: number;
+  private native: NativeModel | null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly sourceDtypes: Map<string, SafetensorsDtype>;
+
+  /** @internal use loadModel() */
+  constructor(args: { dir: string; config: LlamaConfig; tokenizer: Tokenizer; device: string; dtype: ModelDtype;
+    native: NativeModel; sourceDtypes: Map<string, SafetensorsDtype>; eosTokenIds: number[];
+    llava?: LlavaConfig | null; imagePreprocessing?: ImagePreprocessing | null; storedNames?: Map<string, string> }) {
+    this.dir = args.dir;
+    this.config = args.config;
+    this.llava = args.llava ?? null;
+    this.imagePreprocessing = args.imagePreprocessing ?? null;
+    this.storedNames = args.storedNames ?? new Map();
+    this.tokenizer = args.tokenizer;
+    this.device = args.device;
+    this.dtype = args.dtype;
+    this.native = args.native;
+    this.sourceDtypes = args.sourceDtypes;
+    this.eosTokenIds = args.eosTokenIds;
+    this.padTokenId = args.config.padTokenId ?? args.tokenizer.padTokenId ?? args.eosTokenIds[0] ?? 0;
+  }
+
+  get disposed(): boolean { return this.native === null; }
+
+  /** Bytes of weight memory the model holds on its device. */
+  get parameterBytes(): number { return this.native ? this.native.parameterBytes : 0; }
+
+  /**
+   * @internal Runs a native operation in this model's queue, cancellable
+   * through `signal`: how learnMask, gatedEdit and evaluate reach the addon.
+   */
+  runNative<T>(signal: AbortSignal | undefined, op: (native: NativeModel, token: NativeCancelToken) => Promise<T>): Promise<T> {
+    return this.exclusive((native) => withToken(signal, (token) => op(native, token)));
+  }
+
+  /** Hugging Face names of the weights an edit has changed since loading. */
+  readonly editedTensors = new Set<string>();
+
+  /** Runs operations on this model one after another, never over each other. */
+  private exclusive<T>(op: (native: NativeModel) => Promise<T>): Promise<T> {
+    const run = this.queue.then(() => {
+      if (!this.native) throw new NgateError('ERR_DISPOSED', 'the model has been disposed');
+      return op(this.native);
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private checkIds(ids: number[], where: string): void {
+    const V = this.config.vocabSize;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new NgateError('ERR_INPUT', `${where}: token id ${id} is not an integer in [0, ${V})`, { field: where });
+      }
+    }
+  }
+
+  /** The image token's text in prompts ("<image>" for LLaVA-1.5), or null when the tokenizer has none. */
+  get imageToken(): string | null {
+    return this.llava ? this.tokenizer.idToToken(this.llava.imageTokenId) : null;
+  }
+
+  /**
+   * The chat-templated prompt of one user turn. Templates that take plain
+   * text get `text` as it is; a processor template that takes typed parts
+   * (llava-hf's chat_template.json renders {type: "image"} as "<image>\n"
+   * and ignores plain strings) gets the image token as an image part and the
+   * rest as text. Returns the prompt and the text part that must appear in it.
+   */
+  renderUserTurn(text: string): string {
+    let plain: string | null = null;
+    let plainError: unknown = null;
+    try {
+      plain = this.tokenizer.applyChatTemplate([{ role: 'user', content: text }], { addGenerationPrompt: true });
+    } catch (e) {
+      plainError = e;  // e.g. a template that iterates over typed parts
+    }
+    const token = this.imageToken;
+    const fallback = (): string => { if (plain === null) throw plainError; return plain; };
+    if ((plain !== null && plain.includes(text)) || token === null || !text.includes(token)) return fallback();
+    const segments = text.split(token);
+    // The template writes the newline after each image itself.
+    const rest = segments.map((s, i) => (i > 0 ? s.replace(/^\n/, '') : s)).join('');
+    const parts = [...segments.slice(1).map(() => ({ type: 'image' as const })), { type: 'text' as const, text: rest }];
+    let typed: string;
+    try {
+      typed = this.tokenizer.applyChatTemplate([{ role: 'user', content: parts }], { addGenerationPrompt: true });
+    } catch {
+      return fallback();
+    }
+    return typed.includes(rest) && typed.includes(token) ? typed : fallback();
+  }
+
+  /**
+   * @internal Checks each row's image tokens against its image, expands a
+   * single image token to the image's token count, and decodes and
+   * preprocesses the images (each distinct path or buffer once).
+   */
+  async prepareImages(ids: number[][], images: (ImageInput | null)[] | undefined, where: string):
+    Promise<{ ids: number[][]; native?: NativeImages; imageAt: number[] }> {
+    const imageAt = ids.map(() => -1);
+    if (images === undefined || images === null) {
+      if (this.llava) {
+        const tok = this.llava.imageTokenId;
+        ids.forEach((r, i) => {
+          if (r.includes(tok)) {
+            throw new NgateError('ERR_INPUT', `${where}[${i}] holds the image token (id ${tok}) but no image is given for it`, { field: `${where}[${i}]` });
+          }
+        });
+      }
+      return { ids, imageAt };
+    }
+    if (!this.llava) {
+      throw new NgateError('ERR_INPUT', `images were given, but this model (model_type "${this.config.modelType}") has no vision tower`, { field: 'images' });
+    }
+    if (!Array.isArray(images) || images.length !== ids.length) {
+      throw new NgateError('ERR_INPUT', `images must hold one image (or null) per sequence: ${ids.length} expected, got ${Array.isArray(images) ? images.length : typeof images}`, { field: 'images' });
+    }
+    const { imageTokenId: tok, imageTokens: n } = this.llava;
+    const out: number[][] = [];
+    const keys = new Map<ImageInput, number>();
+    const unique: { input: ImageInput; field: string }[] = [];
+    const rows = new Int32Array(ids.length).fill(-1);
+    ids.forEach((r, i) => {
+      const img = images[i];
+      const positions = r.flatMap((id, t) => (id === tok ? [t] : []));
+      if (img === null || img === undefined) {
+        if (positions.length > 0) {
+          throw new NgateError('ERR_INPUT', `${where}[${i}] holds the image token (id ${tok}) but images[${i}] is null`, { field: `images[${i}]` });
+        }
+        out.push(r);
+        return;
+      }
+      if (positions.length === 0) {
+        throw new NgateError('ERR_INPUT', `images[${i}] is given but ${where}[${i}] has no image token (${this.imageToken ?? `id ${tok}`}) to put it at`, { field: `images[${i}]` });
+      }
+      const contiguous = positions[positions.length - 1] - positions[0] === positions.length - 1;
+      if (positions.length === 1) {
+        out.push([...r.slice(0, positions[0]), ...new Array<number>(n).fill(tok), ...r.slice(positions[0] + 1)]);
+      } else if (positions.length === n && contiguous) {
+        out.push(r);  // already expanded
+      } else {
+        throw new NgateError('ERR_INPUT', `${where}[${i}] holds ${positions.length} image tokens: expected one (expanded here) or one run of ${n}`, { field: `${where}[${i}]` });
+      }
+      imageAt[i] = positions[0];
+      if (typeof img !== 'string' && !(img instanceof Uint8Array)) {
+        throw new NgateError('ERR_INPUT', `images[${i}] must be a file path, a Buffer or null`, { field: `images[${i}]` });
+      }
+      let k = keys.get(img);
+      if (k === undefined) {
+        k = unique.length;
+        keys.set(img, k);
+        unique.push({ input: img, field: `images[${i}]` });
+      }
+      rows[i] = k;
+    });
+    if (unique.length === 0) return { ids: out, imageAt };
+    const S = this.llava.vision.imageSize, C = 3;
+    const pixels = new Float32Array(unique.length * C * S * S);
+    for (const [k, u] of unique.entries()) pixels.set(await preprocessImage(u.input, this.imagePreprocessing!, u.field), k * C * S * S);
+    return { ids: out, imageAt, native: { pixels, count: unique.length, channels: C, size: S, rows } };
+  }
+
+  /**
+   * Logits of a batch of token sequences of any lengths (right-padded
+   * internally with an attention mask, so each row equals its own unpadded run).
+   */
+  async forward(input: number[][], opts: ForwardOptions = {}): Promise<ForwardResult> {
+    if (!Array.isArray(input) || input.length === 0 || input.some((r) => !Array.isArray(r) || r.length === 0)) {
+      throw new NgateError('ERR_INPUT', 'forward(ids): ids must be a non-empty array of non-empty token arrays', { field: 'ids' });
+    }
+    input.forEach((r, i) => this.checkIds(r, `ids[${i}]`));
+    const { ids, native: images } = await this.prepareImages(input, opts.images, 'ids');
+    const B = ids.length;
+    const T = Math.max(...ids.map((r) => r.length));
+    const flat = new Int32Array(B * T).fill(this.padTokenId);
+    const mask = new Uint8Array(B * T);
+    ids.forEach((row, b) => { flat.set(row, b * T); mask.fill(1, b * T, b * T + row.length); });
+    const logits = await this.exclusive((native) => withToken(opts.signal, (token) =>
+      native.forward(flat, mask, B, T, !!opts.lastOnly, token, images)));
+    const res: ForwardResult = { logits, shape: [B, opts.lastOnly ? 1 : T, this.config.vocabSize] };
+    if (opts.images) res.ids = ids;
+    return res;
+  }
+
+  /** Turns prompts (text, or token ids as they are) into token ids. */
+  async encodePrompts(prompts: (string | number[])[], chat = false): Promise<number[][]> {
+    const out: number[][] = [];
+    for (const [i, p] of prompts.entries()) {
+      if (Array.isArray(p)) { this.checkIds(p, `prompts[${i}]`); out.push(p.slice()); continue; }
+      if (typeof p !== 'string') throw new NgateError('ERR_INPUT', `prompts[${i}] must be a string or an array of token ids`, { field: `prompts[${i}]` });
+      if (chat) {
+        // The template writes the BOS text itself, as transformers' apply_chat_template does.
+        const text = this.renderUserTurn(p);
+        out.push((await this.tokenizer.encode(text, { addSpecialTokens: false })).ids);
+      } else {
+        out.push((await this.tokenizer.encode(p)).ids);
+      }
+      if (out[out.length - 1].length === 0) throw new NgateError('ERR_INPUT', `prompts[${i}] encodes to no tokens`, { field: `prompts[${i}]` });
+    }
+    return out;
+  }
+
+  /** Batched greedy decoding with a KV cache; each prompt stops at EOS or maxNewTokens. */
+  async generate(prompts: (string | number[])[], opts: GenerateOptions = {}): Promise<Generation[]> {
+    const maxNewTokens = opts.maxNewTokens ?? 64;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
+      throw new NgateError('ERR_INPUT', `maxNewTokens must be a positive integer, got ${maxNewTokens}`, { field: 'maxNewTokens' });
+    }
+    if (!Array.isArray(prompts)) throw new NgateError('ERR_INPUT', 'prompts must be an array', { field: 'prompts' });
+    if (prompts.length === 0) return [];
+    const onProgress = opts.onProgress;
+    // Encoding happens inside the queue so that calls run in the order they were made.
+    const { encoded, res, texts } = await this.exclusive(async (native) => {
+      const { ids: encoded, native: images } = await this.prepareImages(await this.encodePrompts(prompts, !!opts.chat), opts.images, 'prompts');
+      const res = await withToken(opts.signal, (token) => native.generate(
+        encoded.map((p) => Int32Array.from(p)),
+        { maxNewTokens, eosIds: this.eosTokenIds, padId: this.padTokenId, keepLogits: !!opts.returnLogits },
+        token,
+        onProgress ? (done, total) => onProgress({ stage: 'generate', done, total }) : undefined, images));
+      // A checkpoint's vocabulary may be padded past the tokenizer's (LLaVA-1.5's is);
+      // such ids have no text, so they are left out of `text` (but kept in `ids`).
+      const V = this.tokenizer.vocabSize;
+      const texts = await this.tokenizer.decodeBatch(res.tokens.map((t) => Array.from(t).filter((id) => id < V)));
+      return { encoded, res, texts };
+    });
+    const V = this.config.vocabSize;
+    return encoded.map((promptIds, b) => {
+      const g: Generation = {
+        promptIds,
+        ids: Array.from(res.tokens[b]),
+        text: texts[b],
+        finishReason: res.stoppedAtEos[b] ? 'eos' : 'length',
+      };
+      if (res.logits && res.steps !== undefined) {
+        const steps = Math.min(res.steps, g.ids.length + (res.stoppedAtEos[b] ? 1 : 0));
+        g.logits = res.logits.slice(b * res.steps * V, (b * res.steps + steps) * V);
+      }
+      return g;
+    });
+  }
+
+  /**
+   * Writes a checkpoint transformers can load: config.json, safetensors
+   * (sharded past maxShardBytes) and the tokenizer files. The folder appears
+   * whole or not at all: it is written beside the target and renamed into place.
+   */
+  save(dir: string, opts: SaveOptions = {}): Promise<void> {
+    return this.exclusive((native) => this.saveWith(native, dir, opts));
+  }
+
+  private async saveWith(native: NativeModel, dir: string, opts: SaveOptions): Promise<void> {
+    const target = path.resolve(dir);
+    const source = fs.realpathSync(this.dir);
+    const parent = path.dirname(target);
+    if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
+    const realTarget = fs.existsSync(target) ? fs.realpathSync(target) : path.join(fs.realpathSync(parent), path.basename(target));
+    if (realTarget === source || source.startsWith(realTarget + path.sep)) {
+      throw new NgateError('ERR_SAVE', 'refusing to write over the folder the model was loaded from', { file: target });
+    }
+    if (fs.existsSync(target)) {
+      if (!fs.statSync(target).isDirectory()) throw new NgateError('ERR_SAVE', 'exists and is not a folder', { file: target });
+      if (fs.readdirSync(target).length > 0 && !opts.overwrite) {
+        throw new NgateError('ERR_SAVE', 'exists and is not empty (pass { overwrite: true } to replace it)', { file: target });
+      }
+    }
+    const params = native.parameters();
+    const maxShard = opts.maxShardBytes ?? 5e9;
+    const dtypeOf = (name: string): SafetensorsDtype =>
+      opts.dtype ? TO_SAFETENSORS[opts.dtype] : (this.sourceDtypes.get(name) ?? TO_SAFETENSORS[this.dtype]);
+    const bytesOf = (p: { name: string; shape: number[] }) =>
+      p.shape.reduce((a, b) => a * b, 1) * ({ F32: 4, F16: 2, BF16: 2 } as Record<string, number>)[dtypeOf(p.name)];
+    const shards: { name: string; shape: number[] }[][] = [[]];
+    let current = 0;
+    for (const p of params) {
+      const n = bytesOf(p);
+      if (current > 0 && current + n > maxShard) { shards.push([]); current = 0; }
+      shards[shards.length - 1].push(p);
+      current += n;
+    }
+    const tmp = path.join(parent, `.${path.basename(target)}.ngate-tmp-${process.pid}-${Date.now().toString(36)}`);
+    fs.mkdirSync(tmp);
+    try {
+      const names = shards.length === 1 ? [SINGLE_WEIGHTS]
+        : shards.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`);
+      const weightMap: Record<string, string> = {};
+      let total = 0;
+      for (const [i, shard] of shards.entries()) {
+        const dtypes = shard.map((p) => dtypeOf(p.name));
+        // Each tensor under the name the loaded checkpoint used, so a LLaVA keeps its key layout.
+        const stored = (n: string) => this.storedNames.get(n) ?? n;
+        const { header } = encodeSafetensorsHeader(shard.map((p, j) => ({ name: stored(p.name), dtype: dtypes[j], shape: p.shape })), { format: 'pt' });
+        await withToken(opts.signal, (token) => native.writeTensors(path.join(tmp, names[i]), header, shard.map((p) => p.name), dtypes, token));
+        for (const p of shard) { weightMap[stored(p.name)] = names[i]; total += bytesOf(p); }
+        opts.onProgress?.({ stage: 'save', done: i + 1, total: shards.length });
+      }
+      if (shards.length > 1) {
+        fs.writeFileSync(path.join(tmp, WEIGHT_INDEX), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
+      }
+      const savedDtypes = new Set(params.map((p) => dtypeOf(p.name)));
+      const uniform = savedDtypes.size === 1 ? ([...savedDtypes][0] as SafetensorsDtype) : null;
+      const fromSt: Record<string, ModelDtype> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+      fs.writeFileSync(path.join(tmp, 'config.json'), serializeConfig(this.llava ?? this.config, uniform ? { dtype: fromSt[uniform] } : {}));
+      for (const f of COMPANION_FILES) {
+        const src = path.join(this.dir, f);
+        if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
+      }
+      if (opts.signal?.aborted) throw abortError();
+      // Swap into place: a crash before this line leaves only the hidden temp folder.
+      if (fs.existsSync(target)) {
+        const old = `${tmp}-old`;
+        fs.renameSync(target, old);
+        fs.renameSync(tmp, target);
+        fs.rmSync(old, { recursive: true, force: true });
+      } else {
+        fs.renameSync(tmp, target);
+      }
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** Frees the weights now; later calls reject with ERR_DISPOSED. */
+  dispose(): void {
+    if (!this.native) return;
+    this.native.dispose();
+    this.native = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.queue;
+    this.dispose();
+  }
+}
+
+/**
+ * Loads a Hugging Face LLaMA-family checkpoint from a local folder:
+ * config.json, model.safetensors or shards with model.safetensors.index.json,
+ * tokenizer.json and tokenizer_config.json.
+ */
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
+  const device = opts.device ?? 'cpu';
+  checkDevice(device);
+  const dtype: ModelDtype = opts.dtype ?? (device === 'cpu' ? 'float32' : 'bfloat16');
+  if (!(['float32', 'float16', 'bfloat16'] as string[]).includes(dtype)) {
+    throw new NgateError('ERR_INPUT', `unknown dtype "${dtype}" (expected float32, float16 or bfloat16)`, { field: 'dtype' });
+  }
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    throw new NgateError('ERR_MISSING_FILE', 'is not a folder', { file: dir });
+  }
+  const addon = loadAddon();
+  if (device.startsWith('cuda')) {
+    const info = addon.info();
+    if (!info.cuda) {
+      throw new NgateError('ERR_DEVICE', `device ${device} was asked for, but this build of the addon (libtorch ${info.torchVersion}) sees no CUDA GPU`, { field: 'device' });
+    }
+  }
+  if (device === 'cpu' && dtype === 'float16' && /^1\./.test(addon.info().torchVersion)) {
+    throw new NgateError('ERR_DEVICE', `float16 on the CPU is not supported by libtorch ${addon.info().torchVersion} (no half-precision CPU matrix products); use float32 or bfloat16`, { field: 'dtype' });
+  }
+  const modelConfig = readModelConfig(dir);
+  const llava = modelConfig.modelType === 'llava' ? modelConfig : null;
+  const config = llava ? llava.text : modelConfig as LlamaConfig;
+  const imagePreprocessing = llava ? readPreprocessorConfig(dir, llava.vision) : null;
+  const tokenizer = await Tokenizer.fromDir(dir);
+  let stored = listCheckpointTensors(dir);
+  const storedNames = new Map<string, string>();
+  if (llava) {
+    // Our names for the tensors of whichever key layout the file has.
+    const renamed = new Map<string, { file: string; entry: TensorEntry }>();
+    for (const [name, value] of stored) {
+      const ours = llavaCanonicalName(name);
+      if (ours === null) continue;
+      const prev = storedNames.get(ours);
+      if (prev !== undefined) {
+        throw new NgateError('ERR_CHECKPOINT', `tensors ${prev} and ${name} are the same weight (${ours}) under two key layouts`, { file: value.file });
+      }
+      storedNames.set(ours, name);
+      renamed.set(ours, value);
+    }
+    stored = renamed;
+  }
+  const tensors: NativeTensorSource[] = [];
+  const sourceDtypes = new Map<string, SafetensorsDtype>();
+  const expected = [...expectedLlamaTensors(config), ...(llava ? expectedLlavaVisionTensors(llava) : [])];
+  for (const { name, shape } of expected) {
+    const found = stored.get(name);
+    if (!found) {
+      const where = fs.existsSync(path.join(dir, WEIGHT_INDEX)) ? path.join(dir, WEIGHT_INDEX) : path.join(dir, SINGLE_WEIGHTS);
+      const what = llava ? `${name} (in any LLaVA key layout, e.g. ${llavaExampleName(name)})` : name;
+      throw new NgateError('ERR_MISSING_TENSOR', `tensor ${what} is missing from the checkpoint`, { file: where });
+    }
+    const e = found.entry;
+    if (e.shape.length !== shape.length || e.shape.some((s, i) => s !== shape[i])) {
+      throw new NgateError('ERR_CHECKPOINT', `tensor ${storedNames.get(name) ?? name} has shape [${e.shape}], config.json implies [${shape}]`, { file: found.file });
+    }
+    if (!FLOAT_DTYPES.has(e.dtype)) {
+      throw new NgateError('ERR_CHECKPOINT', `tensor ${name} has dtype ${e.dtype}; weights must be F32, F16, BF16 or F64`, { file: found.file });
+    }
+    sourceDtypes.set(name, e.dtype === 'F64' ? 'F32' : e.dtype);
+    tensors.push({ name, file: found.file, dtype: e.dtype, shape: e.shape, begin: e.begin, end: e.end });
+  }
+  const native = new addon.NativeModel();
+  const onProgress = opts.onProgress;
+  await withToken(opts.signal, (token) => native.load({
+    config: {
+      hiddenSize: config.hiddenSize, intermediateSize: config.intermediateSize, numLayers: config.numLayers,
+      numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim, vocabSize: config.vocabSize,
+      rmsNormEps: config.rmsNormEps, ropeTheta: config.ropeTheta, tieWordEmbeddings: config.tieWordEmbeddings,
+      attentionBias: config.attentionBias, mlpBias: config.mlpBias,
+    },
+    llava: llava ? {
+      vision: { ...llava.vision }, featureLayers: llava.featureLayers, keepCls: llava.selectStrategy === 'full',
+      projectorAct: llava.projectorAct, projectorBias: llava.projectorBias, imageTokenId: llava.imageTokenId,
+    } : undefined,
+    device, dtype, tensors,
+  }, token, onProgress ? (done, total) => onProgress({ stage: 'load', done, total }) : undefined)).catch((e) => {
+    native.dispose();
+    throw e;
+  });
+  const eos = [...new Set([...config.eosTokenIds, ...readGenerationEos(dir),
+    ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
+  return new Model({ dir: path.resolve(dir), config, tokenizer, device, dtype, native, sourceDtypes, eosTokenIds: eos,
+    llava, imagePreprocessing, storedNames });
+}

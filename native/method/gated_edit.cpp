@@ -1,0 +1,201 @@
+#include "method/gated_edit.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace ngate {
+
+LayerHooks gate_hooks(const std::vector<int64_t>& layers, const torch::Tensor& keep, const torch::Tensor& subject) {
+  auto selected = subject.unsqueeze(-1);  // [R, T, 1] bool
+  LayerHooks hooks;
+  hooks.ffn = [layers, keep, selected](int64_t layer, const torch::Tensor& y) -> torch::Tensor {
+    auto it = std::find(layers.begin(), layers.end(), layer);
+    if (it == layers.end()) return y;
+    auto gate = keep.select(0, it - layers.begin()).to(y.scalar_type()).view({1, 1, -1});  // [1, 1, H]
+    auto k = torch::where(selected, gate, torch::ones_like(gate));                        // [R, T, H]
+    return k * y + (1 - k) * y.detach();
+  };
+  return hooks;
+}
+
+namespace {
+
+struct Trainable {
+  torch::Tensor weight;  // the model's own tensor
+  torch::Tensor master;  // float32 copy Adam updates (the weight itself when the model is float32)
+};
+
+std::vector<Trainable> trainables(LlamaModel& model, const EditOptions& o) {
+  if (o.layers.empty()) throw std::runtime_error("layers: at least one layer is needed");
+  if (o.params.empty()) throw std::runtime_error("params: at least one of gate_proj, up_proj, down_proj is needed");
+  if (o.gated) {
+    if (!o.keep.defined() || o.keep.dim() != 2 || o.keep.size(0) != static_cast<int64_t>(o.layers.size()) ||
+        o.keep.size(1) != model.config().hidden_size) {
+      throw std::runtime_error("gate: expected one keep vector of hiddenSize per edited layer");
+    }
+  }
+  std::vector<Trainable> out;
+  for (int64_t l : o.layers) {
+    for (const auto& p : o.params) {
+      Trainable t;
+      t.weight = model.ffn_weight(l, p);
+      // Adam steps of lr 1e-5 vanish in bfloat16's 8-bit mantissa: keep float32 masters.
+      t.master = t.weight.scalar_type() == torch::kFloat32 ? t.weight : t.weight.detach().to(torch::kFloat32).clone();
+      out.push_back(t);
+    }
+  }
+  return out;
+}
+
+// One batch of pairs [first, first + count), made once for the whole edit,
+// with the hidden states that enter the first edited layer when they are reused.
+struct EditBatch {
+  SequenceBatch batch;
+  AttentionInputs attn;
+  int64_t first_layer = 0;  // layer the forward pass starts at
+  torch::Tensor below;      // [2P, T, H]: input of first_layer (embeddings when 0)
+  AnswerIndex answers;      // where the loss is read
+  int64_t count = 0;
+};
+
+EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>& pairs, size_t first, size_t count,
+                          const EditOptions& o, const ImageFeatures* images) {
+  EditBatch eb;
+  const auto rows = pair_rows(pairs, first, count);
+  eb.batch = make_batch(rows, o.pad_id, model.config().vocab_size, model.device());
+  attach_images(eb.batch, rows, model, images);
+  eb.attn = model.attention_inputs(eb.batch.key_mask, 0, eb.batch.ids.size(1), eb.batch.padded);
+  eb.count = static_cast<int64_t>(count);
+  eb.answers = make_answer_index(eb.batch.targets);
+  eb.first_layer = o.reuse_lower_layers ? *std::min_element(o.layers.begin(), o.layers.end()) : 0;
+  torch::NoGradGuard no_grad;
+  auto embeds = eb.batch.embeds.defined() ? eb.batch.embeds : model.embed(eb.batch.ids);
+  eb.below = model.run_layers(embeds, eb.attn, nullptr, 0, eb.first_layer);
+  eb.batch.embeds = torch::Tensor();  // `below` is all the steps read; do not hold both for every batch
+  return eb;
+}
+
+// Sum over the batch's pairs of L_sen + α·L_benign (eq. 7's objective).
+torch::Tensor batch_loss(const LlamaModel& model, const EditBatch& eb, const EditOptions& o, bool use_gate) {
+  LayerHooks hooks;
+  if (use_gate) hooks = gate_hooks(o.layers, o.keep.to(model.device()), eb.batch.subject);
+  auto h = model.run_layers(eb.below, eb.attn, nullptr, eb.first_layer, model.config().num_layers,
+                            use_gate ? &hooks : nullptr);
+  auto per_row = answer_losses_at(model, h, eb.answers);
+  const int64_t P = eb.count;
+  return (per_row.narrow(0, 0, P) + o.alpha * per_row.narrow(0, P, P)).sum();
+}
+
+// Gradients flow into the model's weights only while an edit runs.
+struct RequireGrad {
+  std::vector<Trainable>& ts;
+  explicit RequireGrad(std::vector<Trainable>& t) : ts(t) {
+    for (auto& x : ts) x.weight.set_requires_grad(true);
+  }
+  ~RequireGrad() {
+    for (auto& x : ts) {
+      x.weight.set_requires_grad(false);
+      x.weight.mutable_grad() = torch::Tensor();
+    }
+  }
+};
+
+}  // namespace
+
+EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& o,
+                      const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
+                      const ImageFeatures* images) {
+  if (o.epochs < 1) throw std::runtime_error("epochs must be at least 1");
+  if (o.batch_size < 1) throw std::runtime_error("batchSize must be at least 1");
+  if (pairs.empty()) throw std::runtime_error("no pairs to edit with");
+  auto ts = trainables(model, o);
+  // The weights as they were, so that a cancelled edit leaves the model untouched.
+  std::vector<torch::Tensor> backup;
+  for (auto& t : ts) backup.push_back(t.weight.detach().clone());
+  std::vector<torch::Tensor> masters;
+  for (auto& t : ts) masters.push_back(t.master);
+  EditResult result;
+  const int64_t N = static_cast<int64_t>(pairs.size());
+  const int64_t batches = (N + o.batch_size - 1) / o.batch_size;
+  // Pairs are batched in order, the same batches every epoch.
+  std::vector<EditBatch> prepared;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t first = b * o.batch_size;
+    prepared.push_back(make_edit_batch(model, pairs, first, std::min<int64_t>(o.batch_size, N - first), o, images));
+  }
+  try {
+    RequireGrad guard(ts);
+    torch::optim::Adam adam(masters, torch::optim::AdamOptions(o.lr));
+    for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
+      // Summed on the device and read once per epoch: no host sync inside the step loop.
+      auto epoch_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(model.device()));
+      for (int64_t b = 0; b < batches; ++b) {
+        if (cancelled && cancelled()) throw std::runtime_error("aborted");
+        const int64_t count = prepared[b].count;
+        for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
+        // Mean over the pairs of the batch: the usual fine-tuning objective.
+        auto loss = batch_loss(model, prepared[b], o, o.gated) / static_cast<double>(count);
+        loss.backward();
+        torch::NoGradGuard no_grad;
+        for (auto& t : ts) {
+          if (t.master.data_ptr() != t.weight.data_ptr()) t.master.mutable_grad() = t.weight.grad().to(torch::kFloat32);
+        }
+        adam.step();
+        for (auto& t : ts) {
+          if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
+        }
+        epoch_loss += loss.detach().to(torch::kFloat64) * static_cast<double>(count);
+        if (progress) progress(static_cast<double>(epoch * batches + b + 1), static_cast<double>(o.epochs * batches));
+      }
+      result.epoch_losses.push_back(epoch_loss.item<double>() / static_cast<double>(N));
+    }
+  } catch (...) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < ts.size(); ++i) ts[i].weight.copy_(backup[i]);
+    throw;
+  }
+  return result;
+}
+
+std::vector<torch::Tensor> edit_gradients(LlamaModel& model, const std::vector<TrainPair>& pairs,
+                                          const EditOptions& o, const ImageFeatures* images) {
+  auto ts = trainables(model, o);
+  RequireGrad guard(ts);
+  for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
+  auto eb = make_edit_batch(model, pairs, 0, pairs.size(), o, images);
+  auto loss = batch_loss(model, eb, o, o.gated) / static_cast<double>(pairs.size());
+  loss.backward();
+  std::vector<torch::Tensor> grads;
+  for (auto& t : ts) grads.push_back(t.weight.grad().to(torch::kFloat32).to(torch::kCPU).clone());
+  return grads;
+}
+
+FfnProbe probe_ffn(LlamaModel& model, const std::vector<TrainPair>& pairs, int64_t layer, double alpha,
+                   int64_t pad_id) {
+  const int64_t P = static_cast<int64_t>(pairs.size());
+  auto batch = make_batch(pair_rows(pairs, 0, pairs.size()), pad_id, model.config().vocab_size, model.device());
+  torch::Tensor x, y;
+  LayerHooks hooks;
+  // A leaf in place of the FFN output: its gradient is δ = ∂L/∂f_l.
+  hooks.ffn = [&](int64_t l, const torch::Tensor& f) -> torch::Tensor {
+    if (l != layer) return f;
+    y = f.detach().clone().set_requires_grad(true);
+    return y;
+  };
+  auto logits = model.forward(batch.ids, batch.key_mask, batch.padded, nullptr, false, &hooks);
+  auto per_row = answer_losses(logits, batch.targets);
+  auto loss = (per_row.narrow(0, 0, P) + alpha * per_row.narrow(0, P, P)).sum() / static_cast<double>(P);
+  loss.backward();
+  FfnProbe probe;
+  probe.delta = y.grad().to(torch::kFloat32).to(torch::kCPU);
+  probe.subject = batch.subject.to(torch::kCPU);
+  // The FFN's own input and projections at that layer, from a hook-free recompute.
+  torch::NoGradGuard no_grad;
+  probe.x = model.ffn_input(batch.ids, batch.key_mask, batch.padded, layer).to(torch::kFloat32).to(torch::kCPU);
+  auto xd = probe.x.to(model.device(), model.dtype());
+  probe.g = torch::linear(xd, model.ffn_weight(layer, "gate_proj")).to(torch::kFloat32).to(torch::kCPU);
+  probe.u = torch::linear(xd, model.ffn_weight(layer, "up_proj")).to(torch::kFloat32).to(torch::kCPU);
+  return probe;
+}
+
+}  // namespace ngate

@@ -1,0 +1,60 @@
+// gatedEdit (eq. 7): fine-tune the FFN of the gate's layers on
+// L_sen + α·L_benign, where the gradient reaching the FFN from subject
+// positions is multiplied by the binary gate (M_l > τ) and the gradient from
+// every other position passes unchanged.
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+#include "method/pairs.h"
+
+namespace ngate {
+
+struct EditOptions {
+  std::vector<int64_t> layers;
+  std::vector<std::string> params = {"gate_proj", "up_proj", "down_proj"};
+  torch::Tensor keep;  // [L, H] bool: the gate of each layer (ignored when !gated)
+  bool gated = true;
+  int64_t epochs = 10;
+  double lr = 1e-5;
+  double alpha = 1.25;
+  int64_t batch_size = 8;
+  int64_t pad_id = 0;
+  // Layers below the first edited layer never change during the edit: compute
+  // their output once per batch for the whole edit instead of every epoch
+  // (false: the plain full pass every step, the reference for the shortcut).
+  bool reuse_lower_layers = true;
+};
+
+struct EditResult {
+  std::vector<double> epoch_losses;  // mean of L_sen + α·L_benign over the pairs, per epoch
+};
+
+// Gradient routing at the FFN output: y = k ⊙ y + (1 − k) ⊙ y.detach(), with
+// k = the gate at subject positions and 1 elsewhere. The forward value is
+// unchanged; the upstream gradient into the FFN is multiplied by k.
+LayerHooks gate_hooks(const std::vector<int64_t>& layers, const torch::Tensor& keep, const torch::Tensor& subject);
+
+// `images`: the features of the images the pairs' sequences name (LLaVA), or null.
+EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& options,
+                      const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
+                      const ImageFeatures* images = nullptr);
+
+// The gradients of the loss of one batch (all pairs) with respect to the
+// edited FFN weights, without updating them: [layer][param] order.
+std::vector<torch::Tensor> edit_gradients(LlamaModel& model, const std::vector<TrainPair>& pairs,
+                                          const EditOptions& options, const ImageFeatures* images = nullptr);
+
+// What an independent check of eq. 7 needs from one ungated backward pass at
+// `layer`: the FFN input x, the gate and up projections g and u, and the
+// upstream gradient δ = ∂L/∂f_l at the FFN output; each [rows, T, ·], float32, CPU.
+struct FfnProbe {
+  torch::Tensor x, g, u, delta, subject;
+};
+FfnProbe probe_ffn(LlamaModel& model, const std::vector<TrainPair>& pairs, int64_t layer, double alpha, int64_t pad_id);
+
+}  // namespace ngate
