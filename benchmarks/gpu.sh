@@ -5,7 +5,7 @@
 #   2. speed: a TinyLlama-1.1B-shaped random checkpoint (written by transformers,
 #      bf16), benchmarks/run.js and benchmarks/hf_bench.py on it, side by side.
 # Every step's output is tee'd into $OUT/<step>.log; $OUT/summary.json folds it all.
-# Assumes the CUDA addon (build/Release/ngate.node) and dist/ are built.
+# Assumes the CUDA addon (a build for the CUDA libtorch: node scripts/build-native.js) and dist/ are built.
 #
 #   OUT=/some/dir bash benchmarks/gpu.sh
 #

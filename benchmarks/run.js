@@ -76,7 +76,7 @@ async function main() {
     if (!r.reused) process.stderr.write(`wrote ${dir} in ${writeS.toFixed(1)} s\n`);
   }
 
-  const info = lib.nativeInfo();
+  const info = await lib.nativeInfo();
   const t0 = now();
   const model = await lib.loadModel(dir, { device, dtype });
   const loadS = now() - t0;

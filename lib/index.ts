@@ -1,6 +1,6 @@
 // @ngate/core: Neural Gate privacy editing of LLaMA-family and vision-language models.
 export { loadModel, Model, expectedLlamaTensors } from './model/model';
-export type { Device, LoadOptions, ForwardOptions, ForwardResult, GenerateOptions, Generation, SaveOptions, Progress, ProgressCallback } from './model/model';
+export type { Device, LoadOptions, ForwardOptions, ForwardResult, GenerateOptions, GeneratedToken, Generation, SaveOptions, Progress, ProgressCallback } from './model/model';
 export { learnMask, MASK_DEFAULTS } from './method/learn-mask';
 export type { LearnMaskOptions } from './method/learn-mask';
 export { buildGate, mergeGates, saveGate, loadGate, saveMasks, loadMasks, DEFAULT_GATE_THRESHOLD } from './method/gate';
@@ -24,10 +24,12 @@ export { preprocessImage, readPreprocessorConfig } from './model/image';
 export type { ImageInput, ImagePreprocessing } from './model/image';
 export { Tokenizer } from './model/tokenizer';
 export type { Encoded, ChatMessage } from './model/tokenizer';
-export { NgateError } from './util/errors';
+export { NgateError, isNgateError } from './util/errors';
+export type { NgateErrorCode } from './util/errors';
 export { readSafetensorsHeader, writeSafetensorsFile, readSafetensorsTensor, encodeSafetensorsHeader } from './model/safetensors';
 export type { SafetensorsDtype, TensorEntry, SafetensorsHeader } from './model/safetensors';
-export { nativeInfo } from './model/native';
+export { nativeInfo, setThreads, ensureAddon } from './model/native';
+export type { LibtorchInfo, BuildInfo } from './model/native';
 export {
   buildPrivacyPairs, PRIVACY_CATEGORIES, QUESTION_TEMPLATES, CONTEXT_OPENERS, CONTEXT_SENTENCES, PRIVACY_PAIR_TABLE3,
   DEFAULT_TEST_SHARE, fillTemplate, syntheticAnswer, parseQuery, generalizationLeaks,

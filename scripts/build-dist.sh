@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f dist/cli.js ] || [ -n "$(find lib types tsup.config.ts package.json -newer dist/cli.js -print -quit)" ]; then
-  npx tsup >&2
+  npm run --silent build:ts >&2
 fi

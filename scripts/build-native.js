@@ -1,43 +1,34 @@
 #!/usr/bin/env node
 'use strict';
-// Builds the addon from source with cmake-js against the libtorch that
-// scripts/find-libtorch.js finds. With --prebuild, also copies the result to
-// prebuilds/<platform>-<arch>/, named after the libtorch it links, where the
-// loader (lib/model/native.ts) looks for it.
-const fs = require('fs');
-const path = require('path');
-const { spawnSync } = require('child_process');
+// `npm run build:native` (and the setup of `npm test` / `npm run demo`): builds
+// the addon against the libtorch scripts/find-libtorch.js picks, unless a build
+// for that libtorch and these sources exists. `ngate build` does the same from
+// an installed package.
+//   node scripts/build-native.js [--libtorch DIR] [--cuda-arch LIST] [--jobs N] [--force]
 const { findLibtorch, HOW_TO_GET } = require('./find-libtorch');
+const { ensureBuild } = require('./addon');
 
-const root = path.resolve(__dirname, '..');
-const torch = findLibtorch();
-if (!torch) {
-  console.error(`@ngate/core: ${HOW_TO_GET}`);
+function arg(name) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function main() {
+  const torch = findLibtorch({ libtorch: arg('--libtorch'), askPython: true });
+  if (!torch) {
+    console.error(`@ngate/core: ${HOW_TO_GET}`);
+    process.exit(1);
+  }
+  const what = `libtorch ${torch.version} (${torch.cuda ? `CUDA ${torch.cuda}` : 'CPU'}) from ${torch.source}, ${torch.configDir}`;
+  const b = await ensureBuild(torch, {
+    force: process.argv.includes('--force'), cudaArchitectures: arg('--cuda-arch'), jobs: arg('--jobs'),
+    onLine: (line) => process.stderr.write(line + '\n'),
+    onWait: () => process.stderr.write('@ngate/core: waiting for another process that builds the addon\n'),
+  });
+  console.error(b.built ? `@ngate/core: built ${b.file} against ${what} in ${b.info.seconds} s` : `@ngate/core: up to date: ${b.file} (${what})`);
+}
+
+main().catch((e) => {
+  console.error(`@ngate/core: ${e.message}`);
   process.exit(1);
-}
-console.error(`@ngate/core: building the addon against libtorch from ${torch.source} (${torch.configDir})${torch.cuda ? ' with CUDA' : ''}`);
-
-const args = [require.resolve('cmake-js/bin/cmake-js'), 'compile', '--directory', root,
-  `--CDCMAKE_PREFIX_PATH=${torch.cmakePrefix}`];
-const jobs = process.env.NGATE_BUILD_JOBS || String(Math.max(1, require('os').cpus().length));
-args.push('--parallel', jobs);
-if (torch.cuda) {
-  // CMake's CUDA checks in TorchConfig want an architecture; no kernels of ours depend on it.
-  args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.NGATE_CUDA_ARCHITECTURES || 'native'}`);
-}
-if (process.env.NGATE_DEBUG_BUILD) args.push('--debug');
-const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
-if (r.status !== 0) {
-  console.error('@ngate/core: the addon build failed (see the compiler output above).');
-  process.exit(r.status || 1);
-}
-
-const built = path.join(root, 'build', 'Release', 'ngate.node');
-if (process.argv.includes('--prebuild')) {
-  const version = (/(\d+\.\d+)/.exec(fs.readFileSync(path.join(torch.configDir, 'TorchConfigVersion.cmake'), 'utf8')) || [])[1] || 'unknown';
-  const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-  fs.mkdirSync(dir, { recursive: true });
-  const dest = path.join(dir, `ngate.torch${version}-${torch.cuda ? 'cuda' : 'cpu'}.napi.node`);
-  fs.copyFileSync(built, dest);
-  console.error(`@ngate/core: prebuild written to ${path.relative(root, dest)}`);
-}
+});

@@ -1,9 +1,16 @@
 #!/usr/bin/env node
 'use strict';
-// Finds a libtorch installation for the addon build, in the order the README
-// documents: $LIBTORCH, $CMAKE_PREFIX_PATH, a Python `torch`, the system
-// (Debian's libtorch-dev). Prints JSON (or one field with --cmake-prefix,
-// --include, --libdir, --libs) so cmake-js and binding.gyp share one answer.
+// Finds the libtorch installations on this machine and describes each one: its
+// folders, version, CUDA version (or none), C++ ABI and a key that names it.
+// The addon is built against one of them and is valid with that one only, so
+// the key is part of every built addon's name (scripts/addon.js).
+//
+// Looked for in: $LIBTORCH (an explicit choice, always used when set),
+// $CMAKE_PREFIX_PATH, the `torch` package of a Python (found without importing
+// it), and the system (Debian's libtorch-dev). Without an explicit choice a
+// CUDA libtorch wins over a CPU one. Run it to see what it finds:
+//   node scripts/find-libtorch.js [--all | --cmake-prefix | --include | --libdir | --libs | --abi | --abi-flag]
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 const { execFileSync } = require('child_process');
@@ -28,6 +35,10 @@ function torchConfigDirIn(prefix) {
   return candidates.find((d) => fs.existsSync(path.join(d, 'TorchConfig.cmake'))) || null;
 }
 
+function readText(file) {
+  try { return fs.readFileSync(file, 'utf8'); } catch { return null; }
+}
+
 // The library folder and include folders that sit next to a TorchConfig.cmake.
 function layoutFrom(configDir, source) {
   // Python torch / libtorch zip: <root>/share/cmake/Torch → <root>/{include,lib}
@@ -49,64 +60,149 @@ function layoutFrom(configDir, source) {
   };
 }
 
-function fromEnvLibtorch() {
-  const dir = process.env.LIBTORCH;
+// Version and CUDA version from the files each kind of installation carries,
+// without loading libtorch: a Python package's torch/version.py, a zip's
+// build-version ("2.5.1+cu124"), else the CMake package version and, for
+// CUDA, the presence of libtorch_cuda.
+function describe(configDir, source) {
+  const t = layoutFrom(configDir, source);
+  const has = (name) => fs.existsSync(path.join(t.libDir, `lib${name}.so`));
+  t.libs = ['torch', 'torch_cpu', 'c10'].concat(has('torch_cuda') ? ['torch_cuda', 'c10_cuda'] : []);
+  const cmakeVersion = (/PACKAGE_VERSION "([^"]+)"/.exec(readText(path.join(configDir, 'TorchConfigVersion.cmake')) || '') || [])[1];
+  const pyVersion = readText(path.join(t.root, 'version.py'));
+  const buildVersion = (readText(path.join(t.root, 'build-version')) || '').trim();
+  let version = cmakeVersion || 'unknown';
+  let cuda = null;
+  if (pyVersion) {
+    version = (/__version__\s*=\s*'([^']+)'/.exec(pyVersion) || [])[1] || version;
+    const c = /^cuda\s*=\s*'([^']+)'/m.exec(pyVersion);
+    if (c) cuda = c[1];
+  } else if (buildVersion) {
+    version = buildVersion;
+    const c = /\+cu(\d+)(\d)$/.exec(buildVersion);
+    if (c) cuda = `${c[1]}.${c[2]}`;
+  }
+  if (!cuda && has('torch_cuda')) cuda = 'unknown';
+  t.version = version.replace(/\+.*$/, '');
+  t.cuda = cuda;
+  // libtorch's std::string ABI, as its CMake config states it.
+  const abi = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(readText(path.join(configDir, 'TorchConfig.cmake')) || '');
+  t.cxx11Abi = abi ? Number(abi[1]) : 1;
+  // The prefix cmake's find_package(Torch) needs: the folder that holds Torch/.
+  t.cmakePrefix = path.dirname(configDir);
+  const real = fs.realpathSync(configDir);
+  t.key = [`torch${t.version}`, cuda ? `cu${cuda === 'unknown' ? '' : cuda.replace('.', '')}` : 'cpu', `abi${t.cxx11Abi}`,
+    crypto.createHash('sha256').update(real).digest('hex').slice(0, 8)].join('-');
+  return t;
+}
+
+function fromEnvLibtorch(dir) {
   if (!dir) return null;
   const cfg = torchConfigDirIn(dir);
-  if (!cfg) throw new Error(`LIBTORCH=${dir} has no share/cmake/Torch/TorchConfig.cmake.\n${HOW_TO_GET}`);
-  return layoutFrom(cfg, 'LIBTORCH');
+  if (!cfg) throw new Error(`libtorch not found in ${dir}: it has no share/cmake/Torch/TorchConfig.cmake.\n${HOW_TO_GET}`);
+  return describe(cfg, 'LIBTORCH');
 }
 
 function fromPrefixPath() {
   const list = (process.env.CMAKE_PREFIX_PATH || '').split(path.delimiter).filter(Boolean);
-  for (const p of list) {
-    const cfg = torchConfigDirIn(p);
-    if (cfg) return layoutFrom(cfg, 'CMAKE_PREFIX_PATH');
-  }
-  return null;
+  return list.map((p) => torchConfigDirIn(p)).filter(Boolean).map((cfg) => describe(cfg, 'CMAKE_PREFIX_PATH'));
 }
 
-function fromPython() {
-  for (const py of [process.env.PYTHON, 'python3', 'python'].filter(Boolean)) {
+// The `torch` package of a Python, when it ships its CMake files (pip's does,
+// Debian's python3-torch does not). Two ways to find it:
+// - by asking each Python on PATH where `torch` is (importlib, without
+//   importing it): exact, but 50–400 ms per interpreter (pyenv's shims are
+//   slow), so only for builds and `ngate doctor`;
+// - by looking in the site-packages of the prefixes Pythons live in (PATH,
+//   a virtualenv, conda, pyenv, the user site): file checks only, for every load.
+function fromPythonByAsking() {
+  const out = [];
+  const script = 'import importlib.util as u;s=u.find_spec("torch");print(s.submodule_search_locations[0] if s and s.submodule_search_locations else "")';
+  for (const py of [...new Set([process.env.PYTHON, 'python3', 'python'].filter(Boolean))]) {
     try {
-      const out = execFileSync(py, ['-c', 'import torch;print(torch.utils.cmake_prefix_path)'], {
-        stdio: ['ignore', 'pipe', 'ignore'], timeout: 60000,
-      }).toString().trim();
-      const cfg = out && torchConfigDirIn(path.join(out, 'Torch'));
-      if (cfg) return layoutFrom(cfg, `python (${py})`);
-    } catch { /* no python or no torch: try the next source */ }
+      const dir = execFileSync(py, ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 20000 }).toString().trim();
+      const cfg = dir && torchConfigDirIn(path.join(dir, 'share', 'cmake'));
+      if (cfg) out.push(describe(cfg, `python (${py})`));
+    } catch { /* no such python, or no torch: try the next */ }
   }
-  return null;
+  return out;
+}
+
+function listDir(dir) {
+  try { return fs.readdirSync(dir); } catch { return []; }
+}
+
+function fromPythonPrefixes() {
+  const prefixes = new Set();
+  for (const env of ['VIRTUAL_ENV', 'CONDA_PREFIX']) if (process.env[env]) prefixes.add(process.env[env]);
+  for (const dir of (process.env.PATH || '').split(path.delimiter).filter(Boolean)) {
+    if (!['python3', 'python'].some((n) => fs.existsSync(path.join(dir, n)))) continue;
+    prefixes.add(path.dirname(dir));
+    for (const n of ['python3', 'python']) {
+      try { prefixes.add(path.dirname(path.dirname(fs.realpathSync(path.join(dir, n))))); } catch { /* dangling link */ }
+    }
+  }
+  const home = process.env.HOME || '';
+  const pyenv = process.env.PYENV_ROOT || (home && path.join(home, '.pyenv'));
+  if (pyenv) for (const v of listDir(path.join(pyenv, 'versions'))) prefixes.add(path.join(pyenv, 'versions', v));
+  if (home) prefixes.add(path.join(home, '.local'));
+  const out = [];
+  for (const prefix of prefixes) {
+    for (const lib of listDir(path.join(prefix, 'lib')).filter((d) => /^python3/.test(d))) {
+      for (const site of ['site-packages', 'dist-packages']) {
+        const cfg = torchConfigDirIn(path.join(prefix, 'lib', lib, site, 'torch', 'share', 'cmake'));
+        if (cfg) out.push(describe(cfg, `python (${path.join(prefix, 'lib', lib, site)})`));
+      }
+    }
+  }
+  return out;
 }
 
 function fromSystem() {
   const dirs = ['/usr/lib/x86_64-linux-gnu/cmake/Torch', '/usr/lib/aarch64-linux-gnu/cmake/Torch',
     '/usr/share/cmake/Torch', '/usr/local/share/cmake/Torch', '/usr/lib/cmake/Torch', '/usr/local/lib/cmake/Torch'];
-  const cfg = dirs.find((d) => fs.existsSync(path.join(d, 'TorchConfig.cmake')));
-  return cfg ? layoutFrom(cfg, 'system') : null;
+  return dirs.filter((d) => fs.existsSync(path.join(d, 'TorchConfig.cmake'))).map((cfg) => describe(cfg, 'system'));
 }
 
-function findLibtorch() {
-  const found = fromEnvLibtorch() || fromPrefixPath() || fromPython() || fromSystem();
-  if (!found) return null;
-  const has = (name) => fs.existsSync(path.join(found.libDir, `lib${name}.so`));
-  found.libs = ['torch', 'torch_cpu', 'c10'].concat(has('torch_cuda') ? ['torch_cuda', 'c10_cuda'] : []);
-  found.cuda = has('torch_cuda');
-  // The prefix cmake's find_package(Torch) needs: the folder that holds Torch/.
-  found.cmakePrefix = path.dirname(found.configDir);
-  // libtorch's std::string ABI, as its CMake config states it.
-  const cfgText = fs.readFileSync(path.join(found.configDir, 'TorchConfig.cmake'), 'utf8');
-  const abi = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(cfgText);
-  found.cxx11Abi = abi ? Number(abi[1]) : 1;
-  return found;
+/**
+ * Every libtorch found, each once, in search order. With an explicit one
+ * (LIBTORCH or opts.libtorch), only that. opts.askPython: also ask each Python
+ * on PATH (slower; builds and doctor do).
+ */
+function findAllLibtorch(opts = {}) {
+  const explicit = fromEnvLibtorch(opts.libtorch || process.env.LIBTORCH);
+  if (explicit) return [explicit];
+  const seen = new Set();
+  const python = [...fromPythonPrefixes(), ...(opts.askPython ? fromPythonByAsking() : [])];
+  return [...fromPrefixPath(), ...python, ...fromSystem()].filter((t) => {
+    const real = fs.realpathSync(t.configDir);
+    if (seen.has(real)) return false;
+    seen.add(real);
+    return true;
+  });
 }
 
-module.exports = { findLibtorch, HOW_TO_GET };
+/** The libtorch the addon is built against and loaded for: the explicit one, else the first CUDA one, else the first. */
+function findLibtorch(opts = {}) {
+  const all = findAllLibtorch(opts);
+  return all.find((t) => t.cuda) || all[0] || null;
+}
+
+/** The libtorch whose TorchConfig.cmake is in `configDir` (that of an earlier build), or null when it is gone. */
+function describeLibtorch(configDir, source) {
+  return fs.existsSync(path.join(configDir, 'TorchConfig.cmake')) ? describe(configDir, source) : null;
+}
+
+module.exports = { findLibtorch, findAllLibtorch, describeLibtorch, HOW_TO_GET };
 
 if (require.main === module) {
-  const found = findLibtorch();
-  if (!found) { console.error(HOW_TO_GET); process.exit(1); }
   const arg = process.argv[2];
+  if (arg === '--all') {
+    console.log(JSON.stringify(findAllLibtorch({ askPython: true }), null, 2));
+    process.exit(0);
+  }
+  const found = findLibtorch({ askPython: true });
+  if (!found) { console.error(HOW_TO_GET); process.exit(1); }
   if (arg === '--cmake-prefix') console.log(found.cmakePrefix);
   else if (arg === '--include') console.log(found.includeDirs.join(' '));
   else if (arg === '--libdir') console.log(found.libDir);

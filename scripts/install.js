@@ -1,29 +1,27 @@
 #!/usr/bin/env node
 'use strict';
-// npm's install hook: use a prebuilt addon that loads here, else build one
-// from source against the libtorch found on this machine.
-const fs = require('fs');
-const path = require('path');
-const { spawnSync } = require('child_process');
+// npm's install hook, best effort: build the addon now when libtorch is found,
+// so the first use does not wait for it. It never fails the install: when
+// there is no libtorch, or the build fails, the first loadModel() builds again
+// (or says what is missing), and `npx ngate doctor` tells what to fix. npm 11
+// runs this only for packages the user allowed to run scripts.
+const { findLibtorch, HOW_TO_GET } = require('./find-libtorch');
+const { ensureBuild } = require('./addon');
 
-const root = path.resolve(__dirname, '..');
-if (process.env.NGATE_SKIP_BUILD) process.exit(0);
+const mode = process.env.NGATE_BUILD || 'auto';
+if (process.env.NGATE_SKIP_BUILD || mode === 'never') process.exit(0);
 
-function loads(file) {
-  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)}).info()`], {
-    encoding: 'utf8', env: { ...process.env, LD_BIND_NOW: '1' },
-  });
-  return r.status === 0;
+let torch = null;
+try {
+  torch = findLibtorch({ askPython: true });
+} catch (e) {
+  console.error(`@ngate/core: ${e.message}`);
 }
-
-const prebuilds = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-if (fs.existsSync(prebuilds)) {
-  for (const f of fs.readdirSync(prebuilds)) {
-    if (f.endsWith('.node') && loads(path.join(prebuilds, f))) {
-      console.error(`@ngate/core: using the prebuilt addon ${f}`);
-      process.exit(0);
-    }
-  }
+if (!torch) {
+  console.error(`@ngate/core: no addon built at install. ${HOW_TO_GET}\nThe first loadModel() builds it once libtorch is there; \`npx ngate doctor\` checks the setup.`);
+  process.exit(0);
 }
-const r = spawnSync(process.execPath, [path.join(__dirname, 'build-native.js')], { stdio: 'inherit', cwd: root });
-process.exit(r.status === null ? 1 : r.status);
+console.error(`@ngate/core: building the addon against libtorch ${torch.version} (${torch.cuda ? `CUDA ${torch.cuda}` : 'CPU'}) from ${torch.configDir}; a few minutes`);
+ensureBuild(torch, { force: mode === 'force', onProgress: (m) => console.error(`@ngate/core: still building (${m})`) })
+  .then((b) => console.error(`@ngate/core: ${b.built ? 'built' : 'using'} ${b.file}`))
+  .catch((e) => console.error(`@ngate/core: the addon build at install failed; the first loadModel() will try again.\n${e.message}`));

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// One list of the addon's C++ sources, read by CMakeLists.txt and binding.gyp
+// One list of the addon's C++ sources, read by CMakeLists.txt and scripts/addon.js
 // alike, so that the two builds cannot drift apart.
 const fs = require('fs');
 const path = require('path');

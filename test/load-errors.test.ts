@@ -465,9 +465,12 @@ describe('a good checkpoint loads, fails to load once damaged, and loads again a
   });
 
   describe('load options', () => {
-    (cudaPresent ? test.skip : test)('cuda where this build sees no GPU', async () => {
+    (cudaPresent ? test.skip : test)('cuda where this build sees no GPU says why and how to get a CUDA build', async () => {
       for (const device of ['cuda', 'cuda:0', 'cuda:3']) {
-        await expectLoadFails(goodDir, { device }, { code: 'ERR_DEVICE', field: 'device', reason: new RegExp(`device ${device} was asked for, but .* sees no CUDA GPU`) });
+        await expectLoadFails(goodDir, { device }, {
+          code: 'ERR_DEVICE', field: 'device',
+          reason: new RegExp(`device ${device} was asked for, but (the addon is built against libtorch .*a CPU-only build.*npx ngate build|.* sees no CUDA GPU)`),
+        });
       }
     });
 

@@ -214,11 +214,27 @@ describe('model lifecycle', () => {
     model.dispose();
   });
 
-  test('an already-aborted signal rejects before any work', async () => {
+  test('an already-aborted signal rejects with its own reason before any work', async () => {
     const model = await loadModel(dir, { device, dtype });
     const ac = new AbortController();
-    ac.abort();
-    await expect(model.forward([[1]], { signal: ac.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    const reason = new Error('stopped by the caller');
+    ac.abort(reason);
+    await expect(model.forward([[1]], { signal: ac.signal })).rejects.toBe(reason);
+    model.dispose();
+  });
+
+  test('a timeout signal rejects as a TimeoutError, mid-generation', async () => {
+    const model = await loadModel(dir, { device, dtype });
+    const ac = new AbortController();
+    let steps = 0;
+    const p = model.generate(['Hello there'], {
+      maxNewTokens: 200, signal: ac.signal,
+      onProgress: () => { if (++steps === 2) ac.abort(new DOMException('The operation timed out.', 'TimeoutError')); },
+    });
+    await expect(p).rejects.toMatchObject({ name: 'TimeoutError' });
+    const timedOut = AbortSignal.timeout(1);
+    await new Promise((r) => setTimeout(r, 30));
+    await expect(model.generate(['Hi'], { maxNewTokens: 2, signal: timedOut })).rejects.toMatchObject({ name: 'TimeoutError' });
     model.dispose();
   });
 

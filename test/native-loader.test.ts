@@ -3,13 +3,14 @@
 // taking the process down.
 import * as fs from 'fs';
 import * as path from 'path';
-import { firstLoadable, loadAddon, packageRoot } from '../lib/model/native';
+import { firstLoadable, loadAddon, loadedAddon } from '../lib/model/native';
 import { makeTempDir } from './fixtures/checkpoint';
 
 test('a corrupt binary is skipped with its reason and the next candidate is used', () => {
   const bad = path.join(makeTempDir(), 'corrupt.node');
   fs.writeFileSync(bad, 'this is not a shared object');
-  const good = path.join(packageRoot(), 'build', 'Release', 'ngate.node');
+  loadAddon();
+  const good = loadedAddon()!.file;
   const picked = firstLoadable([bad, good]);
   expect(picked.file).toBe(good);
   expect(picked.failures).toHaveLength(1);

@@ -1,4 +1,4 @@
-// Declarations of the native addon (build/Release/ngate.node or a prebuild).
+// Declarations of the native addon (ngate.node, built by scripts/addon.js).
 // Only plain JavaScript values cross this boundary: no libtorch type leaks.
 
 export interface NativeInfo {
@@ -51,10 +51,17 @@ export interface NativeLoadSpec {
 
 export type NativeProgress = (done: number, total: number) => void;
 
-export interface NativeGenerateOptions { maxNewTokens: number; eosIds: number[]; padId: number; keepLogits: boolean; }
+export interface NativeGenerateOptions {
+  maxNewTokens: number; eosIds: number[]; padId: number; keepLogits: boolean;
+  /** 0 or absent: greedy. */
+  temperature?: number; topK?: number; topP?: number; repetitionPenalty?: number; seed?: number;
+  /** One flag per prompt, set by the caller while the call runs to stop that row (a stop string was seen). */
+  stopRows?: Uint8Array;
+}
 export interface NativeGenerateResult {
   tokens: Int32Array[];
   stoppedAtEos: boolean[];
+  stoppedByCaller: boolean[];
   logits?: Float32Array; // [B, steps, V] when keepLogits
   steps?: number;
 }
@@ -84,7 +91,8 @@ export interface NativeModel {
   forward(ids: Int32Array, mask: Uint8Array, batch: number, length: number, lastOnly: boolean,
     token?: NativeCancelToken, images?: NativeImages): Promise<Float32Array>;
   generate(prompts: Int32Array[], options: NativeGenerateOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress, images?: NativeImages): Promise<NativeGenerateResult>;
+    onProgress?: NativeProgress, images?: NativeImages,
+    onTokens?: (step: number, ids: Int32Array) => void): Promise<NativeGenerateResult>;
   parameters(): NativeParameterInfo[];
   writeTensors(path: string, header: Uint8Array, names: string[], dtypes: string[],
     token?: NativeCancelToken): Promise<void>;
@@ -112,7 +120,8 @@ export interface NativeAddon {
   setAttentionKernel(kernel: 'auto' | 'explicit'): void;
   /** The explicit attention path's largest piece of scores in bytes (0: the whole batch at once). */
   setAttentionChunkBytes(bytes: number): void;
-  setThreads(n: number): void;
+  /** libtorch's intra-op threads for the work (set on the worker thread); resolves to the count now in effect. */
+  setThreads(n: number): Promise<number>;
   /** Native models alive in this process. */
   liveModels(): number;
 }

@@ -17,7 +17,7 @@ const LISTED_ISSUES = 20;
 /** ERR_PAIRS_FILE (reading) or ERR_INPUT (writing), with every problem found. */
 export class PairsFileError extends NgateError {
   readonly issues: PairsFileIssue[];
-  constructor(code: string, issues: PairsFileIssue[], opts: { file?: string } = {}) {
+  constructor(code: 'ERR_PAIRS_FILE' | 'ERR_INPUT', issues: PairsFileIssue[], opts: { file?: string } = {}) {
     const where = (i: PairsFileIssue) => (i.line !== undefined ? `line ${i.line}` : `pairs[${i.index}]`) + (i.field !== undefined ? `: field "${i.field}"` : '');
     const shown = issues.slice(0, LISTED_ISSUES).map((i) => `  ${where(i)}: ${i.message}`);
     if (issues.length > LISTED_ISSUES) shown.push(`  ... and ${issues.length - LISTED_ISSUES} more`);

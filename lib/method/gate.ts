@@ -365,7 +365,7 @@ function readTensor(header: SafetensorsHeader, name: string, dtype: SafetensorsD
 
 type Failer = (reason: string, field: string) => never;
 
-function fileFailer(code: string, file: string): Failer {
+function fileFailer(code: 'ERR_GATE_FILE' | 'ERR_MASK_FILE', file: string): Failer {
   return (reason, field) => {
     throw new NgateError(code, reason, { file, field });
   };

@@ -12,7 +12,7 @@
 // crop, rescale and normalisation are exact.
 import * as fs from 'fs';
 import * as path from 'path';
-import sharp from 'sharp';
+import type Sharp from 'sharp';
 import type { ClipVisionConfig } from './config';
 import { NgateError } from '../util/errors';
 
@@ -125,6 +125,18 @@ function describeInput(input: ImageInput, where: string): { file?: string; field
   return typeof input === 'string' ? { file: input, field: where } : { field: where };
 }
 
+// sharp (libvips) is loaded when the first image is decoded, not when the
+// library is imported: importing stays cheap, and text-only use never needs it.
+let sharpLoading: Promise<typeof Sharp> | null = null;
+function loadSharp(): Promise<typeof Sharp> {
+  sharpLoading ??= import('sharp').then((m) => ((m as { default?: typeof Sharp }).default ?? (m as unknown as typeof Sharp)))
+    .catch((e: unknown) => {
+      sharpLoading = null;
+      throw new NgateError('ERR_IMAGE', `images need the sharp package, which did not load: ${(e as Error).message}`, { cause: e });
+    });
+  return sharpLoading;
+}
+
 /**
  * Decodes a JPEG or PNG (path or bytes) and preprocesses it: Float32Array
  * [3, height, width], channels first, as CLIPImageProcessor's pixel_values.
@@ -143,6 +155,7 @@ export async function preprocessImage(input: ImageInput, p: ImagePreprocessing, 
   } else {
     throw new NgateError('ERR_INPUT', 'an image must be a file path, a Buffer or null', { field: where });
   }
+  const sharp = await loadSharp();
   let rgb: Buffer, height: number, width: number;
   try {
     // Orientation from EXIF applied first, as transformers' load_image does;

@@ -2,11 +2,11 @@
 // by the native addon, with its tokenizer and chat template.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { NativeCancelToken, NativeImages, NativeModel, NativeTensorSource } from '../../types/native';
+import type { NativeCancelToken, NativeImages, NativeInfo, NativeModel, NativeTensorSource } from '../../types/native';
 import { LlamaConfig, LlavaConfig, ModelDtype, readModelConfig, serializeConfig } from './config';
 import { ImageInput, ImagePreprocessing, preprocessImage, readPreprocessorConfig } from './image';
-import { abortError, NgateError } from '../util/errors';
-import { loadAddon } from './native';
+import { abortError, isNgateError, NgateError } from '../util/errors';
+import { ensureAddon, loadAddon, loadedAddon, setThreads } from './native';
 import { encodeSafetensorsHeader, readSafetensorsHeader, SafetensorsDtype, TensorEntry } from './safetensors';
 import { Tokenizer } from './tokenizer';
 
@@ -16,10 +16,16 @@ export interface Progress { stage: string; done: number; total: number; }
 export type ProgressCallback = (p: Progress) => void;
 
 export interface LoadOptions {
-  /** `cpu` (default), `cuda` or `cuda:N`. */
-  device?: Device | string;
+  /**
+   * `cpu` (default), `cuda`, `cuda:N`, or `auto`: CUDA when the addon's
+   * libtorch has it and a GPU is visible, else the CPU. `model.device` says
+   * which one was taken.
+   */
+  device?: Device | 'auto' | string;
   /** Compute dtype; default float32 on the CPU, bfloat16 on CUDA. */
   dtype?: ModelDtype;
+  /** libtorch's intra-op threads (as setThreads(): for the whole process, every model). Default: libtorch's (the cores, or OMP_NUM_THREADS). */
+  threads?: number;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -52,17 +58,45 @@ export interface GenerateOptions {
   returnLogits?: boolean;
   /** LLaVA: one image (or null) per prompt; a prompt with an image holds `<image>` once. */
   images?: (ImageInput | null)[];
+  /**
+   * Sampling temperature; 0 (the default) decodes greedily, exactly as when no
+   * sampling option is given. With a temperature, topK and topP restrict the
+   * draw (transformers' order: temperature, top-k, top-p).
+   */
+  temperature?: number;
+  /** Draw only among the k most likely tokens (0 or absent: all). */
+  topK?: number;
+  /** Draw only among the most likely tokens whose probabilities add up to p (1 or absent: all). */
+  topP?: number;
+  /** transformers' repetition penalty (> 1 discourages tokens already in the prompt or answer; 1 or absent: off). Also applies to greedy decoding. */
+  repetitionPenalty?: number;
+  /** Seed of the draws, so that a sampled generation can be repeated (default 0). */
+  seed?: number;
+  /** An answer ends where one of these appears; the stop string is not part of `text`. */
+  stop?: string[];
+  /** Each new piece of an answer's text as soon as it is decoded (held back while it may be the start of a stop string). */
+  onToken?: (token: GeneratedToken) => void;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
+}
+
+/** A piece of one answer, streamed by onToken or stream(). */
+export interface GeneratedToken {
+  /** Which prompt it answers. */
+  index: number;
+  /** The new text (may be empty while a multi-byte character or a possible stop string is incomplete). */
+  text: string;
+  /** The token ids decoded since the last piece of this answer. */
+  ids: number[];
 }
 
 export interface Generation {
   /** The prompt's token ids as fed to the model. */
   promptIds: number[];
-  /** New token ids, without the EOS that stopped decoding. */
+  /** New token ids, without the EOS that stopped decoding (up to the token that completed a stop string). */
   ids: number[];
   text: string;
-  finishReason: 'eos' | 'length';
+  finishReason: 'eos' | 'length' | 'stop';
   /** [ids.length (+1 if stopped at EOS), V] step logits, when returnLogits. */
   logits?: Float32Array;
 }
@@ -88,8 +122,37 @@ const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
 const TO_SAFETENSORS: Record<ModelDtype, SafetensorsDtype> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 function checkDevice(device: string): void {
-  if (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device)) return;
-  throw new NgateError('ERR_DEVICE', `unknown device "${device}" (expected cpu, cuda or cuda:N)`, { field: 'device' });
+  if (device === 'cpu' || device === 'cuda' || device === 'auto' || /^cuda:\d+$/.test(device)) return;
+  throw new NgateError('ERR_DEVICE', `unknown device "${device}" (expected cpu, cuda, cuda:N or auto)`, { field: 'device' });
+}
+
+/**
+ * The device a load runs on: `auto` resolved, and `cuda` checked against what
+ * the addon's libtorch can do, with the way out when it cannot.
+ */
+function resolveDevice(device: string, info: NativeInfo): string {
+  if (device === 'auto') return info.cuda && info.cudaDevices > 0 ? 'cuda' : 'cpu';
+  if (!device.startsWith('cuda')) return device;
+  const built = loadedAddon()?.info?.libtorch;
+  const where = built ? ` at ${built.configDir}` : '';
+  // info.cuda is false both for a CPU-only libtorch and for a CUDA one that sees no GPU; the build says which.
+  const cpuOnly = built ? !built.cuda : !info.cuda;
+  if (cpuOnly) {
+    throw new NgateError('ERR_DEVICE',
+      `device ${device} was asked for, but the addon is built against libtorch ${info.torchVersion}${where}, a CPU-only build. ` +
+      'For CUDA, install a CUDA libtorch (a CUDA `pip install torch`, or the CUDA libtorch zip with LIBTORCH=/path/to/libtorch); ' +
+      'then `npx ngate build` builds an addon for it, and a CUDA libtorch is picked over a CPU one from then on.', { field: 'device' });
+  }
+  if (!info.cuda || info.cudaDevices === 0) {
+    throw new NgateError('ERR_DEVICE',
+      `device ${device} was asked for, but libtorch ${info.torchVersion}${where} (built for CUDA${built?.cuda && built.cuda !== 'unknown' ? ` ${built.cuda}` : ''}) ` +
+      'sees no CUDA GPU: check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES', { field: 'device' });
+  }
+  const index = device === 'cuda' ? 0 : Number(device.slice(5));
+  if (index >= info.cudaDevices) {
+    throw new NgateError('ERR_DEVICE', `device ${device} does not exist: ${info.cudaDevices} CUDA device(s) visible`, { field: 'device' });
+  }
+  return device;
 }
 
 // Every tensor of the checkpoint, from model.safetensors or the shards an index names.
@@ -250,9 +313,18 @@ function readGenerationEos(dir: string): number[] {
   return [];
 }
 
-// One native call at a time per model; each call can be aborted.
+/**
+ * What an aborted call rejects with: the signal's own reason (a
+ * DOMException "TimeoutError" for AbortSignal.timeout, whatever was passed to
+ * controller.abort(reason)), or an ERR_ABORTED NgateError when it has none.
+ */
+export function abortReason(signal: AbortSignal | undefined): unknown {
+  return signal?.reason ?? abortError();
+}
+
+// One native call, cancellable through `signal`.
 async function withToken<T>(signal: AbortSignal | undefined, run: (token: NativeCancelToken) => Promise<T>): Promise<T> {
-  if (signal?.aborted) throw abortError();
+  if (signal?.aborted) throw abortReason(signal);
   const addon = loadAddon();
   const token = new addon.CancelToken();
   const onAbort = () => token.cancel();
@@ -260,11 +332,128 @@ async function withToken<T>(signal: AbortSignal | undefined, run: (token: Native
   try {
     return await run(token);
   } catch (e) {
+    if (signal?.aborted) throw abortReason(signal);
     if ((e as { code?: string }).code === 'ERR_ABORTED' || token.cancelled) throw abortError();
     if (e instanceof NgateError) throw e;
     throw new NgateError('ERR_NATIVE', (e as Error).message, { cause: e });
   } finally {
     signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function disposedError(): NgateError {
+  return new NgateError('ERR_DISPOSED', 'the model has been disposed');
+}
+
+/** The native sampling options, checked; {} for greedy decoding. */
+function checkSampling(o: GenerateOptions): { temperature?: number; topK?: number; topP?: number; repetitionPenalty?: number; seed?: number } {
+  const out: { temperature?: number; topK?: number; topP?: number; repetitionPenalty?: number; seed?: number } = {};
+  const num = (v: unknown, field: string, ok: (x: number) => boolean, what: string): number | undefined => {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new NgateError('ERR_INPUT', `must be ${what}, got ${String(v)}`, { field });
+    return v;
+  };
+  const t = num(o.temperature, 'temperature', (x) => x >= 0, 'a number ≥ 0');
+  const k = num(o.topK, 'topK', (x) => Number.isInteger(x) && x >= 0, 'an integer ≥ 0');
+  const p = num(o.topP, 'topP', (x) => x > 0 && x <= 1, 'a number in (0, 1]');
+  const r = num(o.repetitionPenalty, 'repetitionPenalty', (x) => x > 0, 'a number > 0');
+  const seed = num(o.seed, 'seed', (x) => Number.isSafeInteger(x) && x >= 0, 'a non-negative integer');
+  if (t !== undefined && t > 0) out.temperature = t;
+  if (k !== undefined && k > 0) out.topK = k;
+  if (p !== undefined && p < 1) out.topP = p;
+  if (r !== undefined && r !== 1) out.repetitionPenalty = r;
+  if (seed !== undefined) out.seed = seed;
+  if ((out.topK !== undefined || out.topP !== undefined) && out.temperature === undefined) {
+    throw new NgateError('ERR_INPUT', 'topK and topP restrict sampling: give a temperature > 0 with them (greedy decoding ignores them)', { field: o.topK !== undefined ? 'topK' : 'topP' });
+  }
+  return out;
+}
+
+/**
+ * The answers of one generate() call as they are decoded: each step's tokens
+ * arrive from the worker, each answer is decoded again and its new text
+ * streamed, and an answer whose text reaches a stop string is flagged for the
+ * worker (stopRows) and cut there. Decoding is asynchronous, so the steps are
+ * handled one after another on a promise chain.
+ */
+class AnswerStream {
+  readonly stopRows: Uint8Array;
+  /** Per answer: how many tokens it keeps when a stop string ended it. */
+  readonly stopAt: (number | undefined)[];
+  readonly texts: string[];
+  private readonly ids: number[][];
+  private readonly sent: number[];     // characters of each text already streamed
+  private readonly sentIds: number[];  // ids already streamed
+  private readonly ended: boolean[];
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly tokenizer: Tokenizer, n: number, private readonly stops: string[],
+    private readonly onToken?: (t: GeneratedToken) => void) {
+    this.stopRows = new Uint8Array(n);
+    this.stopAt = new Array(n).fill(undefined);
+    this.texts = new Array(n).fill('');
+    this.ids = Array.from({ length: n }, () => []);
+    this.sent = new Array(n).fill(0);
+    this.sentIds = new Array(n).fill(0);
+    this.ended = new Array(n).fill(false);
+  }
+
+  push(_step: number, step: Int32Array, eos: number[]): void {
+    const ids = Array.from(step);
+    this.chain = this.chain.then(() => this.handle(ids, eos));
+  }
+
+  private async handle(step: number[], eos: number[]): Promise<void> {
+    const rows: number[] = [];
+    step.forEach((id, b) => {
+      if (this.ended[b]) return;
+      if (eos.includes(id)) { this.ended[b] = true; rows.push(b); return; }
+      this.ids[b].push(id);
+      rows.push(b);
+    });
+    if (rows.length === 0) return;
+    const V = this.tokenizer.vocabSize;
+    const texts = await this.tokenizer.decodeBatch(rows.map((b) => this.ids[b].filter((id) => id < V)));
+    rows.forEach((b, i) => this.update(b, texts[i], this.ended[b]));
+  }
+
+  private update(b: number, text: string, final: boolean): void {
+    if (this.stopAt[b] !== undefined) return;
+    let cut = -1;
+    for (const s of this.stops) {
+      const at = text.indexOf(s, Math.max(0, this.sent[b] - s.length));
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      this.stopRows[b] = 1;
+      this.stopAt[b] = this.ids[b].length;
+      this.ended[b] = true;
+      text = text.slice(0, cut);
+      final = true;
+    }
+    this.texts[b] = text;
+    // Hold back an incomplete character and anything that may be the start of a stop string.
+    let upto = text.length;
+    if (!final) {
+      if (text.endsWith('\uFFFD')) upto = text.length - 1;
+      for (const s of this.stops) {
+        for (let k = Math.min(s.length - 1, upto); k > 0; k--) {
+          if (text.slice(upto - k, upto) === s.slice(0, k)) { upto -= k; break; }
+        }
+      }
+    }
+    if (upto > this.sent[b] || (final && this.ids[b].length > this.sentIds[b])) {
+      const piece: GeneratedToken = { index: b, text: text.slice(this.sent[b], Math.max(upto, this.sent[b])), ids: this.ids[b].slice(this.sentIds[b]) };
+      this.sent[b] = Math.max(upto, this.sent[b]);
+      this.sentIds[b] = this.ids[b].length;
+      this.onToken?.(piece);
+    }
+  }
+
+  /** Waits for the last step, then flushes what was held back of answers that ended at their length limit. */
+  async finish(res: { tokens: Int32Array[] }): Promise<void> {
+    await this.chain;
+    res.tokens.forEach((_, b) => this.update(b, this.texts[b], true));
   }
 }
 
@@ -323,11 +512,19 @@ export class Model {
   /** Hugging Face names of the weights an edit has changed since loading. */
   readonly editedTensors = new Set<string>();
 
-  /** Runs operations on this model one after another, never over each other. */
+  /**
+   * Runs operations on this model one after another, never over each other.
+   * A call that dispose() stopped rejects with ERR_DISPOSED, not as aborted.
+   */
   private exclusive<T>(op: (native: NativeModel) => Promise<T>): Promise<T> {
-    const run = this.queue.then(() => {
-      if (!this.native) throw new NgateError('ERR_DISPOSED', 'the model has been disposed');
-      return op(this.native);
+    const run = this.queue.then(async () => {
+      if (!this.native) throw disposedError();
+      try {
+        return await op(this.native);
+      } catch (e) {
+        if (this.native === null && isNgateError(e, 'ERR_ABORTED', 'ERR_NATIVE')) throw disposedError();
+        throw e;
+      }
     });
     this.queue = run.catch(() => undefined);
     return run;
@@ -488,43 +685,89 @@ export class Model {
     return out;
   }
 
-  /** Batched greedy decoding with a KV cache; each prompt stops at EOS or maxNewTokens. */
+  /**
+   * Batched decoding with a KV cache, greedy unless a temperature is given;
+   * each prompt stops at EOS, at a stop string or at maxNewTokens.
+   */
   async generate(prompts: (string | number[])[], opts: GenerateOptions = {}): Promise<Generation[]> {
     const maxNewTokens = opts.maxNewTokens ?? 64;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
       throw new NgateError('ERR_INPUT', `maxNewTokens must be a positive integer, got ${maxNewTokens}`, { field: 'maxNewTokens' });
     }
     if (!Array.isArray(prompts)) throw new NgateError('ERR_INPUT', 'prompts must be an array', { field: 'prompts' });
+    const sampling = checkSampling(opts);
+    const stops = opts.stop ?? [];
+    if (!Array.isArray(stops) || stops.some((x) => typeof x !== 'string' || x.length === 0)) {
+      throw new NgateError('ERR_INPUT', 'stop must be an array of non-empty strings', { field: 'stop' });
+    }
     if (prompts.length === 0) return [];
     const onProgress = opts.onProgress;
     // Encoding happens inside the queue so that calls run in the order they were made.
-    const { encoded, res, texts } = await this.exclusive(async (native) => {
+    return this.exclusive(async (native) => {
       const { ids: encoded, native: images } = await this.prepareImages(await this.encodePrompts(prompts, !!opts.chat), opts.images, 'prompts');
+      const stream = stops.length > 0 || opts.onToken ? new AnswerStream(this.tokenizer, encoded.length, stops, opts.onToken) : null;
       const res = await withToken(opts.signal, (token) => native.generate(
         encoded.map((p) => Int32Array.from(p)),
-        { maxNewTokens, eosIds: this.eosTokenIds, padId: this.padTokenId, keepLogits: !!opts.returnLogits },
+        { maxNewTokens, eosIds: this.eosTokenIds, padId: this.padTokenId, keepLogits: !!opts.returnLogits, ...sampling,
+          ...(stream && stops.length > 0 ? { stopRows: stream.stopRows } : {}) },
         token,
-        onProgress ? (done, total) => onProgress({ stage: 'generate', done, total }) : undefined, images));
+        onProgress ? (done, total) => onProgress({ stage: 'generate', done, total }) : undefined, images,
+        stream ? (step, ids) => stream.push(step, ids, this.eosTokenIds) : undefined));
+      if (stream) await stream.finish(res);
+      const V = this.config.vocabSize;
+      const ids = res.tokens.map((t, b) => Array.from(t).slice(0, stream?.stopAt[b] ?? t.length));
       // A checkpoint's vocabulary may be padded past the tokenizer's (LLaVA-1.5's is);
       // such ids have no text, so they are left out of `text` (but kept in `ids`).
-      const V = this.tokenizer.vocabSize;
-      const texts = await this.tokenizer.decodeBatch(res.tokens.map((t) => Array.from(t).filter((id) => id < V)));
-      return { encoded, res, texts };
+      const TV = this.tokenizer.vocabSize;
+      const texts = stream ? stream.texts : await this.tokenizer.decodeBatch(ids.map((t) => t.filter((id) => id < TV)));
+      return encoded.map((promptIds, b): Generation => {
+        const stopped = stream?.stopAt[b] !== undefined;
+        const g: Generation = {
+          promptIds, ids: ids[b], text: texts[b],
+          finishReason: stopped ? 'stop' : res.stoppedAtEos[b] ? 'eos' : 'length',
+        };
+        if (res.logits && res.steps !== undefined) {
+          const steps = Math.min(res.steps, g.ids.length + (!stopped && res.stoppedAtEos[b] ? 1 : 0));
+          g.logits = res.logits.slice(b * res.steps * V, (b * res.steps + steps) * V);
+        }
+        return g;
+      });
     });
-    const V = this.config.vocabSize;
-    return encoded.map((promptIds, b) => {
-      const g: Generation = {
-        promptIds,
-        ids: Array.from(res.tokens[b]),
-        text: texts[b],
-        finishReason: res.stoppedAtEos[b] ? 'eos' : 'length',
-      };
-      if (res.logits && res.steps !== undefined) {
-        const steps = Math.min(res.steps, g.ids.length + (res.stoppedAtEos[b] ? 1 : 0));
-        g.logits = res.logits.slice(b * res.steps * V, (b * res.steps + steps) * V);
+  }
+
+  /**
+   * generate() as an async iterator of answer pieces, for one prompt or
+   * several (`index` says which). Breaking out of the loop stops the generation.
+   *
+   *     for await (const t of model.stream('Who wrote Hamlet?', { chat: true })) process.stdout.write(t.text);
+   */
+  async *stream(prompts: string | number[] | (string | number[])[], opts: Omit<GenerateOptions, 'onToken'> = {}): AsyncGenerator<GeneratedToken, Generation[], undefined> {
+    const list = typeof prompts === 'string' || (Array.isArray(prompts) && prompts.every((x) => typeof x === 'number'))
+      ? [prompts as string | number[]] : prompts as (string | number[])[];
+    const queue: GeneratedToken[] = [];
+    let wake: (() => void) | null = null;
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(opts.signal!.reason);
+    if (opts.signal?.aborted) onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    let done = false;
+    const run = this.generate(list, { ...opts, signal: stop.signal, onToken: (t) => { queue.push(t); wake?.(); } })
+      .finally(() => { done = true; wake?.(); });
+    run.catch(() => undefined);  // rethrown below, after the queue drains
+    try {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (done) return await run;
+        await new Promise<void>((r) => { wake = r; });
+        wake = null;
       }
-      return g;
-    });
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (!done) {
+        stop.abort(new NgateError('ERR_ABORTED', 'the stream was closed before the generation ended'));
+        await run.catch(() => undefined);
+      }
+    }
   }
 
   /**
@@ -592,7 +835,7 @@ export class Model {
         const src = path.join(this.dir, f);
         if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
       }
-      if (opts.signal?.aborted) throw abortError();
+      if (opts.signal?.aborted) throw abortReason(opts.signal);
       // Swap into place: a crash before this line leaves only the hidden temp folder.
       if (fs.existsSync(target)) {
         const old = `${tmp}-old`;
@@ -608,16 +851,28 @@ export class Model {
     }
   }
 
-  /** Frees the weights now; later calls reject with ERR_DISPOSED. */
-  dispose(): void {
-    if (!this.native) return;
-    this.native.dispose();
-    this.native = null;
+  /**
+   * Frees the weights: at once when the model is idle, else as soon as the
+   * running call stops (it is cancelled and rejects with ERR_DISPOSED), and so
+   * do the calls queued behind it. Resolves when the weights are freed; later
+   * calls reject with ERR_DISPOSED. Calling it again is harmless.
+   */
+  dispose(): Promise<void> {
+    if (this.native) {
+      this.native.dispose();
+      this.native = null;
+    }
+    return this.queue.then(() => undefined);
   }
 
+  /** `using model = await loadModel(…)`: frees the weights when the block ends (without waiting for a running call). */
+  [Symbol.dispose](): void {
+    void this.dispose();
+  }
+
+  /** `await using model = await loadModel(…)`: frees the weights when the block ends, after the running call stops. */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.queue;
-    this.dispose();
+    await this.dispose();
   }
 }
 
@@ -627,22 +882,17 @@ export class Model {
  * tokenizer.json and tokenizer_config.json.
  */
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
-  const device = opts.device ?? 'cpu';
-  checkDevice(device);
-  const dtype: ModelDtype = opts.dtype ?? (device === 'cpu' ? 'float32' : 'bfloat16');
-  if (!(['float32', 'float16', 'bfloat16'] as string[]).includes(dtype)) {
-    throw new NgateError('ERR_INPUT', `unknown dtype "${dtype}" (expected float32, float16 or bfloat16)`, { field: 'dtype' });
+  checkDevice(opts.device ?? 'cpu');
+  if (opts.dtype !== undefined && !(['float32', 'float16', 'bfloat16'] as string[]).includes(opts.dtype)) {
+    throw new NgateError('ERR_INPUT', `unknown dtype "${opts.dtype}" (expected float32, float16 or bfloat16)`, { field: 'dtype' });
   }
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     throw new NgateError('ERR_MISSING_FILE', 'is not a folder', { file: dir });
   }
-  const addon = loadAddon();
-  if (device.startsWith('cuda')) {
-    const info = addon.info();
-    if (!info.cuda) {
-      throw new NgateError('ERR_DEVICE', `device ${device} was asked for, but this build of the addon (libtorch ${info.torchVersion}) sees no CUDA GPU`, { field: 'device' });
-    }
-  }
+  const addon = await ensureAddon();
+  if (opts.threads !== undefined) await setThreads(opts.threads);
+  const device = resolveDevice(opts.device ?? 'cpu', addon.info());
+  const dtype: ModelDtype = opts.dtype ?? (device === 'cpu' ? 'float32' : 'bfloat16');
   if (device === 'cpu' && dtype === 'float16' && /^1\./.test(addon.info().torchVersion)) {
     throw new NgateError('ERR_DEVICE', `float16 on the CPU is not supported by libtorch ${addon.info().torchVersion} (no half-precision CPU matrix products); use float32 or bfloat16`, { field: 'dtype' });
   }

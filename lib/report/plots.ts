@@ -1,8 +1,8 @@
 // The two pictures of figure 2, drawn with vega-lite: (c) how M_l is
 // distributed over the dimensions of each layer and (d) the share of strongly
 // active neurons per layer.
-import * as vega from 'vega';
-import * as vl from 'vega-lite';
+import type * as Vega from 'vega';
+import type * as vl from 'vega-lite';
 import type { Gate, MaskSet } from '../../types/results';
 import { NgateError } from '../util/errors';
 import { buildGate, DEFAULT_GATE_THRESHOLD } from '../method/gate';
@@ -73,8 +73,17 @@ export function shareHistogram(layers: LayerShare[], bins = 10): ShareBin[] {
   return out;
 }
 
+// vega and vega-lite load with the first figure, not with the library: they
+// take half a second to import and most programs never draw.
+let renderer: Promise<{ vega: typeof Vega; vegaLite: typeof vl }> | null = null;
+function loadRenderer(): Promise<{ vega: typeof Vega; vegaLite: typeof vl }> {
+  renderer ??= Promise.all([import('vega'), import('vega-lite')]).then(([vega, vegaLite]) => ({ vega, vegaLite }));
+  return renderer;
+}
+
 async function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  const { vega, vegaLite } = await loadRenderer();
+  const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();
   } finally {

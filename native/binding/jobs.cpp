@@ -1,5 +1,6 @@
 #include "binding/jobs.h"
 
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <condition_variable>
@@ -25,6 +26,19 @@ class Executor {
     static Executor* e = new Executor();
     return *e;
   }
+  // The worker's intra-op thread count, once the worker has started and read it.
+  int threads() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_threads_.wait(lock, [this] { return threads_ > 0; });
+    return threads_;
+  }
+  void set_threads_seen(int n) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_ = n;
+    }
+    cv_threads_.notify_all();
+  }
   void post(std::function<void()> task) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -36,6 +50,7 @@ class Executor {
  private:
   Executor() : thread_([this] { loop(); }) { thread_.detach(); }
   void loop() {
+    set_threads_seen(at::get_num_threads());
     for (;;) {
       std::function<void()> task;
       {
@@ -49,6 +64,8 @@ class Executor {
   }
   std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable cv_threads_;
+  int threads_ = 0;
   std::deque<std::function<void()>> tasks_;
   std::thread thread_;
 };
@@ -69,6 +86,7 @@ struct Message {
   std::shared_ptr<JobState> job;
   bool done = false;
   Progress progress;
+  std::function<void(Napi::Env)> call;  // a post(): run it, nothing else
 };
 
 // Runs on the event loop for every message the worker sends.
@@ -77,6 +95,14 @@ void deliver(Napi::Env env, Napi::Function, Message* msg) {
   if (env == nullptr) return;  // the environment is shutting down
   Napi::HandleScope scope(env);
   auto& job = *m->job;
+  if (m->call) {
+    try {
+      m->call(env);
+    } catch (const Napi::Error&) {
+      // A throwing callback must not take the job down with it.
+    }
+    return;
+  }
   if (!m->done) {
     if (job.on_progress.IsEmpty()) return;
     try {
@@ -123,8 +149,13 @@ Napi::Promise Job::Start(Napi::Env env, Work work, Result result, std::shared_pt
       const bool wants_progress = !job->on_progress.IsEmpty();
       ctx.report = [job, wants_progress, tsfn](double done, double total) mutable {
         if (!wants_progress) return;
-        auto* m = new Message{job, false, Progress{done, total}};
+        auto* m = new Message{job, false, Progress{done, total}, {}};
         if (tsfn.NonBlockingCall(m, deliver) != napi_ok) delete m;  // a dropped progress report is harmless
+      };
+      ctx.post = [job, tsfn](std::function<void(Napi::Env)> call) mutable {
+        auto* m = new Message{job, false, {}, std::move(call)};
+        // The queue is unbounded, so this fails only while the environment closes.
+        if (tsfn.NonBlockingCall(m, deliver) != napi_ok) delete m;
       };
       try {
         job->work(ctx);
@@ -138,13 +169,28 @@ Napi::Promise Job::Start(Napi::Env env, Work work, Result result, std::shared_pt
     }
     // The message takes the last reference here, so the job's JavaScript
     // handles are released on the event-loop thread, never on this one.
-    auto* m = new Message{std::move(job), true, {}};
+    auto* m = new Message{std::move(job), true, {}, {}};
     if (tsfn.BlockingCall(m, deliver) != napi_ok) {
       // Only while the environment shuts down; leaking is the safe choice then.
     }
     tsfn.Release();
   });
   return promise;
+}
+
+int WorkerThreads() { return Executor::instance().threads(); }
+
+Napi::Promise SetWorkerThreads(Napi::Env env, int threads) {
+  auto seen = std::make_shared<int>(0);
+  return Job::Start(
+      env,
+      [threads, seen](JobContext&) {
+        at::set_num_threads(threads);
+        *seen = at::get_num_threads();
+        Executor::instance().set_threads_seen(*seen);
+      },
+      [seen](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *seen); },
+      std::make_shared<std::atomic<bool>>(false), env.Undefined());
 }
 
 Napi::Function CancelToken::Init(Napi::Env env) {

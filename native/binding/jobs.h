@@ -17,10 +17,13 @@ struct Progress {
   double total = 0;
 };
 
-// What a job does on the worker thread; `report` may be called from there.
+// What a job does on the worker thread; `report` and `post` may be called from there.
 struct JobContext {
   std::function<bool()> cancelled;
   std::function<void(double, double)> report;
+  // Runs `call` on the event loop, in order with other posts and reports
+  // (streamed tokens); never dropped while the environment is alive.
+  std::function<void(std::function<void(Napi::Env)>)> post;
 };
 
 // All native work runs on one worker thread, in the order it was queued:
@@ -56,5 +59,11 @@ class CancelToken : public Napi::ObjectWrap<CancelToken> {
 
 // Message of an exception from libtorch or our own code, without C++ backtraces.
 std::string describe(const std::exception& e);
+
+// The intra-op threads libtorch uses for the jobs: read on the worker thread
+// itself, where the work runs (OpenMP keeps the setting per thread), and
+// cached. SetWorkerThreads changes it there and resolves to the new count.
+int WorkerThreads();
+Napi::Promise SetWorkerThreads(Napi::Env env, int threads);
 
 }  // namespace ngate::binding

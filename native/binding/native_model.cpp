@@ -197,7 +197,8 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
       [out](Napi::Env env) -> Napi::Value { return to_float32_array(env, *out); }, env.Undefined());
 }
 
-// generate(prompts Int32Array[], { maxNewTokens, eosIds, padId, keepLogits }, token, onProgress)
+// generate(prompts Int32Array[], { maxNewTokens, eosIds, padId, keepLogits, temperature?, topK?, topP?,
+//   repetitionPenalty?, seed?, stopRows?: Uint8Array }, token, onProgress, images, onTokens?(step, ids Int32Array))
 Napi::Value NativeModel::Generate(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto& model_ref = Require();
@@ -211,37 +212,70 @@ Napi::Value NativeModel::Generate(const Napi::CallbackInfo& info) {
     }
   }
   auto o = info[1].As<Napi::Object>();
-  GreedyOptions opts;
+  GenerateOptions opts;
   opts.max_new_tokens = o.Get("maxNewTokens").As<Napi::Number>().Int64Value();
   opts.pad_id = o.Get("padId").As<Napi::Number>().Int64Value();
   opts.keep_logits = o.Get("keepLogits").ToBoolean().Value();
   auto eos = o.Get("eosIds").As<Napi::Array>();
   for (uint32_t i = 0; i < eos.Length(); ++i) opts.eos_ids.push_back(eos.Get(i).As<Napi::Number>().Int64Value());
+  opts.temperature = number_or(o, "temperature", 0.0);
+  opts.top_k = static_cast<int64_t>(number_or(o, "topK", 0));
+  opts.top_p = number_or(o, "topP", 1.0);
+  opts.repetition_penalty = number_or(o, "repetitionPenalty", 1.0);
+  opts.seed = static_cast<uint64_t>(number_or(o, "seed", 0));
+  // The caller's per-row stop flags, read by the worker between steps; the
+  // reference keeps the array alive until the job is over.
+  std::shared_ptr<Napi::ObjectReference> stop_ref;
+  if (o.Get("stopRows").IsTypedArray()) {
+    auto a = o.Get("stopRows").As<Napi::TypedArray>();
+    if (a.TypedArrayType() != napi_uint8_array || a.ElementLength() != prompts.size()) {
+      throw Napi::TypeError::New(env, "generate: stopRows must be a Uint8Array with one entry per prompt");
+    }
+    stop_ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(a.As<Napi::Object>()));
+    opts.stop_rows = a.As<Napi::Uint8Array>().Data();
+  }
   auto cancel = CancelToken::FromValue(info[2]);
   auto images = to_images(info[4]);
   if (images.pixels.defined() && images.rows.size() != prompts.size()) {
     throw Napi::RangeError::New(env, "generate: images.rows must name one image (or -1) per prompt");
   }
-  auto out = std::make_shared<GreedyResult>();
+  std::shared_ptr<Napi::FunctionReference> on_tokens;
+  if (info[5].IsFunction()) on_tokens = std::make_shared<Napi::FunctionReference>(Napi::Persistent(info[5].As<Napi::Function>()));
+  auto out = std::make_shared<GenerateResult>();
   return OnModel(
       env, cancel,
-      [prompts = std::move(prompts), opts, out, images](ModelState& state, LlamaModel& model, JobContext& ctx) {
+      [prompts = std::move(prompts), opts, out, images, stop_ref, on_tokens](ModelState& state, LlamaModel& model, JobContext& ctx) {
         auto features = Encode(state, images);
-        *out = greedy_generate(model, prompts, opts, ctx.cancelled, ctx.report, features.get(), images.rows);
+        const int64_t steps_max = opts.max_new_tokens;
+        auto report = ctx.report;
+        auto post = ctx.post;
+        std::function<void(int64_t, const std::vector<int64_t>&)> on_step = [&](int64_t step, const std::vector<int64_t>& ids) {
+          report(static_cast<double>(step), static_cast<double>(steps_max));
+          if (!on_tokens) return;
+          post([on_tokens, step, ids](Napi::Env env) {
+            auto a = Napi::Int32Array::New(env, ids.size());
+            for (size_t b = 0; b < ids.size(); ++b) a[b] = static_cast<int32_t>(ids[b]);
+            on_tokens->Call({Napi::Number::New(env, static_cast<double>(step)), a});
+          });
+        };
+        *out = generate(model, prompts, opts, ctx.cancelled, on_step, features.get(), images.rows);
       },
       [out](Napi::Env env) -> Napi::Value {
         auto res = Napi::Object::New(env);
         auto tokens = Napi::Array::New(env, out->tokens.size());
         auto eos = Napi::Array::New(env, out->tokens.size());
+        auto stopped = Napi::Array::New(env, out->tokens.size());
         for (size_t b = 0; b < out->tokens.size(); ++b) {
           const auto& t = out->tokens[b];
           auto a = Napi::Int32Array::New(env, t.size());
           for (size_t j = 0; j < t.size(); ++j) a[j] = static_cast<int32_t>(t[j]);
           tokens.Set(static_cast<uint32_t>(b), a);
           eos.Set(static_cast<uint32_t>(b), Napi::Boolean::New(env, out->stopped_at_eos[b]));
+          stopped.Set(static_cast<uint32_t>(b), Napi::Boolean::New(env, out->stopped_by_caller[b]));
         }
         res.Set("tokens", tokens);
         res.Set("stoppedAtEos", eos);
+        res.Set("stoppedByCaller", stopped);
         if (out->step_logits.defined()) {
           res.Set("logits", to_float32_array(env, out->step_logits));
           res.Set("steps", Napi::Number::New(env, static_cast<double>(out->step_logits.size(1))));

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "binding/jobs.h"
 #include "model/llama.h"
 
 namespace ngate::binding {
@@ -19,7 +20,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("cudaDevices", static_cast<double>(cuda ? torch::cuda::device_count() : 0));
   o.Set("fusedAttention", fused_attention_available());
   o.Set("cxx11Abi", static_cast<double>(_GLIBCXX_USE_CXX11_ABI));
-  o.Set("threads", static_cast<double>(at::get_num_threads()));
+  // The count on the thread the work runs on, not this one (OpenMP keeps it per thread).
+  o.Set("threads", static_cast<double>(WorkerThreads()));
   return o;
 }
 
@@ -46,10 +48,12 @@ Napi::Value LiveModels(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(LlamaModel::live_count()));
 }
 
+// setThreads(n) → Promise<number>: libtorch's intra-op threads for the work, set on the worker thread.
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setThreads: the thread count must be a number");
   const int n = info[0].As<Napi::Number>().Int32Value();
-  if (n > 0) at::set_num_threads(n);
-  return info.Env().Undefined();
+  if (n < 1) throw Napi::RangeError::New(info.Env(), "setThreads: the thread count must be at least 1");
+  return SetWorkerThreads(info.Env(), n);
 }
 
 }  // namespace ngate::binding

@@ -1,20 +1,61 @@
 #include "model/generate.h"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 namespace ngate {
+namespace {
 
-GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
-                             const GreedyOptions& options, const std::function<bool()>& cancelled,
-                             const std::function<void(int64_t, int64_t)>& progress, const ImageFeatures* images,
-                             const std::vector<int64_t>& prompt_image) {
+// transformers' RepetitionPenaltyLogitsProcessor: a token already in the row
+// (prompt or answer) has its logit divided by the penalty when positive and
+// multiplied by it when negative, so it gets less likely either way.
+torch::Tensor penalise(const torch::Tensor& logits, const torch::Tensor& seen, double penalty) {
+  auto scaled = torch::where(logits > 0, logits / penalty, logits * penalty);
+  return torch::where(seen, scaled, logits);
+}
+
+// One draw per row from logits [B, V] after temperature, top-k and top-p, in
+// transformers' order (TemperatureLogitsWarper, TopKLogitsWarper,
+// TopPLogitsWarper). The draw itself runs on the CPU with the call's own
+// generator, so a seed repeats a generation on any device.
+torch::Tensor sample(const torch::Tensor& logits, const GenerateOptions& o, const at::Generator& gen) {
+  auto x = logits.to(torch::kFloat32) / o.temperature;
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  const int64_t V = x.size(-1);
+  if (o.top_k > 0 && o.top_k < V) {
+    auto kth = std::get<0>(x.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);  // [B, 1]
+    x = x.masked_fill(x < kth, neg_inf);
+  }
+  if (o.top_p < 1.0) {
+    // Keep the smallest set of most likely tokens whose probability reaches top_p (at least one).
+    auto sorted = x.sort(-1, /*descending=*/true);
+    auto values = std::get<0>(sorted), order = std::get<1>(sorted);
+    auto cumulative = values.softmax(-1).cumsum(-1);
+    auto drop_sorted = (cumulative - values.softmax(-1)) >= o.top_p;  // mass before this token already reaches top_p
+    auto drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
+    x = x.masked_fill(drop, neg_inf);
+  }
+  auto probs = x.softmax(-1).to(torch::kCPU);
+  return torch::multinomial(probs, 1, /*replacement=*/false, gen).view({-1}).to(logits.device());
+}
+
+}  // namespace
+
+GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
+                        const GenerateOptions& options, const std::function<bool()>& cancelled,
+                        const std::function<void(int64_t, const std::vector<int64_t>&)>& on_step,
+                        const ImageFeatures* images, const std::vector<int64_t>& prompt_image) {
   torch::NoGradGuard no_grad;
   const int64_t B = static_cast<int64_t>(prompts.size());
-  GreedyResult result;
+  GenerateResult result;
   result.tokens.resize(B);
   result.stopped_at_eos.assign(B, false);
+  result.stopped_by_caller.assign(B, false);
   if (B == 0) return result;
+  if (options.temperature < 0 || options.top_p <= 0 || options.top_p > 1 || options.top_k < 0 || options.repetition_penalty <= 0) {
+    throw std::runtime_error("generate: temperature must be ≥ 0, top_p in (0, 1], top_k ≥ 0 and the repetition penalty > 0");
+  }
   int64_t T = 0;
   for (const auto& p : prompts) {
     if (p.empty()) throw std::runtime_error("a prompt has no tokens");
@@ -41,6 +82,15 @@ GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vec
   auto generated = torch::full({B, std::max<int64_t>(steps_max, 1)}, options.pad_id,
                                torch::TensorOptions().dtype(torch::kInt64).device(device));
   std::vector<torch::Tensor> kept;
+  const bool penalty = options.repetition_penalty != 1.0;
+  torch::Tensor seen;  // [B, V] bool: tokens already in each row, for the repetition penalty
+  if (penalty) {
+    seen = torch::zeros({B, model.config().vocab_size}, torch::kBool);
+    seen.scatter_(1, ids_cpu, mask_cpu);
+    seen = seen.to(device);
+  }
+  at::Generator gen = at::detail::createCPUGenerator(options.seed);
+  auto caller_stopped = [&](int64_t b) { return options.stop_rows && options.stop_rows[b] != 0; };
 
   auto ids_dev = ids_cpu.to(device);
   // Only the last column's logits are read (left padding puts every row's last
@@ -53,13 +103,23 @@ GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vec
   int64_t steps = 0;
   for (; steps < steps_max; ++steps) {
     if (cancelled && cancelled()) throw std::runtime_error("aborted");
+    if (options.stop_rows) {
+      std::vector<uint8_t> stop(B);
+      for (int64_t b = 0; b < B; ++b) stop[b] = caller_stopped(b) ? 1 : 0;
+      finished = finished | torch::tensor(stop, torch::kBool).to(device);
+    }
+    if (penalty) logits = penalise(logits, seen, options.repetition_penalty);
     if (options.keep_logits) kept.push_back(logits.to(torch::kFloat32));
-    auto next = logits.argmax(-1);
+    auto next = options.temperature > 0 ? sample(logits, options, gen) : logits.argmax(-1);
     next = torch::where(finished, torch::full_like(next, options.pad_id), next);
     generated.select(1, steps).copy_(next);
+    if (penalty) seen.scatter_(1, next.unsqueeze(1), true);
     // A row is finished once it has produced an EOS; isin is spelled out for libtorch 1.13.
     finished = finished | (next.unsqueeze(1) == eos.unsqueeze(0)).any(1);
-    if (progress) progress(steps + 1, steps_max);
+    if (on_step) {
+      auto host = next.to(torch::kCPU);
+      on_step(steps + 1, std::vector<int64_t>(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + B));
+    }
     // One small device→host read per step decides whether to stop early.
     if (finished.all().item<bool>() || steps + 1 == steps_max) {
       ++steps;
@@ -80,6 +140,7 @@ GreedyResult greedy_generate(const LlamaModel& model, const std::vector<std::vec
       }
       result.tokens[b].push_back(id);
     }
+    result.stopped_by_caller[b] = !result.stopped_at_eos[b] && caller_stopped(b);
   }
   if (options.keep_logits && !kept.empty()) result.step_logits = torch::stack(kept, 1).to(torch::kCPU);
   return result;

@@ -138,7 +138,7 @@ async function compareDir(dir, args) {
   if (args.tag) base.tag = args.tag;
   const t0 = Date.now();
   const model = await lib.loadModel(dir, { device, dtype });
-  const info = lib.nativeInfo();
+  const info = await lib.nativeInfo();
   const V = model.config.vocabSize;
   emit({ ...base, case: 'load', load_s: (Date.now() - t0) / 1000, torch: info.torchVersion, fused_attention: info.fusedAttention,
     ref_device: ref.device, ref_torch: ref.torch, ref_transformers: ref.transformers, eos_ids: model.eosTokenIds,

@@ -39,7 +39,7 @@ async function compareDir(dir, args) {
   const model = await lib.loadModel(dir, { device, dtype });
   const V = model.config.vocabSize;
   emit({ ...base, case: 'load', image_tokens: model.llava.imageTokens, ref_image_tokens: ref.image_tokens,
-    ref_transformers: ref.transformers, ref_torch: ref.torch, torch: lib.nativeInfo().torchVersion,
+    ref_transformers: ref.transformers, ref_torch: ref.torch, torch: (await lib.nativeInfo()).torchVersion,
     keys_sample: [...lib.readSafetensorsHeader(path.join(dir, 'model.safetensors')).tensors.keys()].slice(0, 4) });
   const summary = { ...base, summary: true, primary, max_abs_logit: 0, max_abs_logit_exact_image: 0, max_abs_pixel: {}, generate: {} };
   for (const c of ref.cases) {

@@ -15,7 +15,7 @@ export CMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_pref
 export NGATE_CUDA_ARCHITECTURES=${NGATE_CUDA_ARCHITECTURES:-90} NGATE_BUILD_JOBS=16
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c 'import torch,transformers;print(torch.__version__, transformers.__version__)'; } > "$OUT/env.log" 2>&1
 node scripts/build-native.js > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build done in $(( $(date +%s) - t0 )) s"; node -e "console.log(require('./build/Release/ngate.node').info())"
+echo "build done in $(( $(date +%s) - t0 )) s"; node -e "require('./dist/index.js').nativeInfo().then((i) => console.log(i))"
 for dt in float32 bfloat16; do
   NGATE_TEST_DEVICE=cuda NGATE_TEST_DTYPE=$dt node node_modules/jest/bin/jest.js ${TESTS:-test/model.test.ts test/method.test.ts test/llava.test.ts} > "$OUT/jest-$dt.log" 2>&1
   echo "jest cuda $dt: rc=$? $(grep -E '^Tests:' "$OUT/jest-$dt.log")"
