@@ -26,6 +26,7 @@ export { Tokenizer } from './model/tokenizer';
 export type { Encoded, ChatMessage } from './model/tokenizer';
 export { NgateError, isNgateError } from './util/errors';
 export type { NgateErrorCode } from './util/errors';
+export type { NgateWarning, NgateWarningCode, WarningCallback } from './util/warnings';
 export { readSafetensorsHeader, writeSafetensorsFile, readSafetensorsTensor, encodeSafetensorsHeader } from './model/safetensors';
 export type { SafetensorsDtype, TensorEntry, SafetensorsHeader } from './model/safetensors';
 export { nativeInfo, setThreads, ensureAddon } from './model/native';

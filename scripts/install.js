@@ -6,7 +6,7 @@
 // (or says what is missing), and `npx ngate doctor` tells what to fix. npm 11
 // runs this only for packages the user allowed to run scripts.
 const { findLibtorch, HOW_TO_GET } = require('./find-libtorch');
-const { ensureBuild } = require('./addon');
+const { ensureBuild, findBuild } = require('./addon');
 
 const mode = process.env.NGATE_BUILD || 'auto';
 if (process.env.NGATE_SKIP_BUILD || mode === 'never') process.exit(0);
@@ -19,6 +19,11 @@ try {
 }
 if (!torch) {
   console.error(`@ngate/core: no addon built at install. ${HOW_TO_GET}\nThe first loadModel() builds it once libtorch is there; \`npx ngate doctor\` checks the setup.`);
+  process.exit(0);
+}
+const existing = mode === 'force' ? null : findBuild(torch);
+if (existing) {
+  console.error(`@ngate/core: using the addon already built for this libtorch: ${existing.file}`);
   process.exit(0);
 }
 console.error(`@ngate/core: building the addon against libtorch ${torch.version} (${torch.cuda ? `CUDA ${torch.cuda}` : 'CPU'}) from ${torch.configDir}; a few minutes`);

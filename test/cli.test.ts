@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadGate, loadMasks, loadModel } from '../lib';
 import { EXIT, main, parseLayers } from '../lib/cli';
-import { demoModelDir, runDemo, takeBalanced } from '../lib/demo/run';
+import { demoModelDir, runDemo } from '../lib/demo/run';
+import { takeBalanced } from '../lib/data/privacy-pair';
 import { writePairsFile } from '../lib/data/pairs-file';
 import { buildPrivacyPairs } from '../lib/data/privacy-pair';
 import { readReport } from '../lib/report/folder';
@@ -356,6 +357,77 @@ describe('demo', () => {
     expect(text.code).toBe(EXIT.ok);
     expect(text.out).toMatch(/Neural Gate/);
     expect((await ngate(['demo', ...tiny(), '--out', tinyDir])).code).toBe(EXIT.usage);
+  });
+});
+
+describe('setup, data options, warnings and progress', () => {
+  test('doctor reports the libtorch in use and the addon, and exits 0 only when nothing is missing', async () => {
+    const r = await ngate(['doctor', '--json']);
+    const doc = r.json();
+    expect(r.code).toBe(doc.ok ? EXIT.ok : EXIT.failure);
+    const used = doc.checks.find((c: { name: string }) => c.name === 'libtorch (used)');
+    expect(used.detail).toMatch(/^\d+\.\d+/);
+    expect(doc.checks.find((c: { name: string }) => c.name === 'addon')).toMatchObject({ ok: true });
+    const text = await ngate(['doctor']);
+    expect(text.out).toMatch(/^ok\s+cmake: /m);
+  });
+
+  test('build finds the addon already built for this libtorch and these sources', async () => {
+    const r = await ngate(['build', '--json']);
+    expect(r.code).toBe(EXIT.ok);
+    expect(r.json()).toMatchObject({ built: false });
+    expect(fs.existsSync(r.json().file)).toBe(true);
+    expect(r.json().key).toContain(r.json().libtorch.key);
+  });
+
+  test('data --categories and --limit build fewer pairs, balanced; an unknown category exits 2', async () => {
+    const out = path.join(work, 'data-small');
+    const r = await ngate(['data', '--out', out, '--categories', 'passport,phone-number', '--limit', '5', '--json']);
+    expect(r.code).toBe(EXIT.ok);
+    const doc = r.json();
+    for (const split of ['train', 'test', 'heldOut']) {
+      expect(doc.counts[split]).toBeLessThanOrEqual(5);
+      expect(Object.keys(doc.byCategory[split]).sort()).toEqual(['passport', 'phone-number']);
+    }
+    const bad = await ngate(['data', '--out', path.join(work, 'data-bad'), '--categories', 'passport,diary']);
+    expect(bad.code).toBe(EXIT.usage);
+    expect(bad.err).toMatch(/diary/);
+    // inspect reads the summary it wrote.
+    const i = await ngate(['inspect', path.join(out, 'summary.json'), '--json']);
+    expect(i.code).toBe(EXIT.ok);
+    expect(i.json()).toMatchObject({ kind: 'data-summary', counts: doc.counts });
+  });
+
+  test('inspect reads an eval report written by eval --out', async () => {
+    const out = path.join(work, 'eval-for-inspect.json');
+    expect((await ngate(['eval', ...m(), '--pairs', pairsFile, '--max-new-tokens', '4', '--out', out, '-q'])).code).toBe(EXIT.ok);
+    const i = await ngate(['inspect', out, '--json']);
+    expect(i.code).toBe(EXIT.ok);
+    expect(i.json()).toMatchObject({ kind: 'eval-report', responses: 2 * pairs.length });
+    expect((await ngate(['inspect', out])).out).toMatch(/^overall\s+6\s/m);
+  });
+
+  test('on the embedded model, learn-mask without settings takes the demo\'s and says so; progress lines reach a non-terminal stderr', async () => {
+    const out = path.join(work, 'out', 'masks-demo-settings.safetensors');
+    const r = await ngate(['learn-mask', '--pairs', pairsFile, '--layers', '1', '--out', out, '--json']);
+    expect(r.code).toBe(EXIT.ok);
+    expect(r.json().options).toMatchObject({ steps: 20, lr: 0.1 });
+    const t = await ngate(['learn-mask', '--pairs', pairsFile, '--layers', '1', '--out', out]);
+    expect(t.err).toMatch(/on the embedded demo model: mask steps 20, lr 0.1/);
+    expect(t.err).toMatch(/^learnMask: \d+\/20 \(\d+%\)$/m);
+    // On another model, the library's defaults stay.
+    const tinyRun = await ngate(['learn-mask', ...tiny(), '--pairs', pairsFile, '--layers', '1', '--out', out, '--json']);
+    expect(tinyRun.json().options).toMatchObject({ steps: 20, lr: 0.05 });
+  });
+
+  test('build-gate warns about a layer without strongly active neurons; learn-mask about the last layer', async () => {
+    const masks = path.join(work, 'out', 'masks-last.safetensors');
+    const r = await ngate(['learn-mask', ...tiny(), '--pairs', pairsFile, '--layers', '3', '--steps', '1', '--lr', '1e-6', '--out', masks]);
+    expect(r.code).toBe(EXIT.ok);
+    expect(r.err).toMatch(/warning: layer 3 is the model's last/);
+    const g = await ngate(['build-gate', '--masks', masks, '--out', path.join(work, 'out', 'gate-empty.safetensors')]);
+    expect(g.code).toBe(EXIT.ok);
+    expect(g.err).toMatch(/warning: layer 3 has no strongly active neuron/);
   });
 });
 

@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildPrivacyPairs, evaluate, loadModel, readSafetensorsHeader } from '../lib';
-import { demoModelDir, takeBalanced } from '../lib/demo/run';
+import { demoModelDir } from '../lib/demo/run';
+import { takeBalanced } from '../lib/data/privacy-pair';
 import { demoCorpus, REFUSAL_SKILL_SUBJECTS, trainDemoModel } from '../lib/demo/demo-model';
 import { PRIVACY_CATEGORIES, QUESTION_TEMPLATES } from '../lib/data/privacy-pair';
 import { defaultRefusalResponse } from '../lib/data/safe-response';

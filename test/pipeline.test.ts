@@ -1,6 +1,6 @@
 // The method end to end on a tiny random model: r_org generation, evaluation
 // and the layer search, each against what its definition says.
-import { evaluate, fillBenignAnswers, gatedEdit, isRefusal, loadModel, locateLayer, makeRefusalMatcher, Model, privacyEditScores } from '../lib';
+import { buildGate, evaluate, fillBenignAnswers, gatedEdit, isRefusal, learnMask, loadModel, locateLayer, makeRefusalMatcher, Model, privacyEditScores } from '../lib';
 import type { PrivacyPair } from '../lib';
 import { encodeQuery } from '../lib/data/prepare';
 import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
@@ -59,9 +59,28 @@ test('an ungated edit with a large step teaches the tiny model the refusal on it
     const after = await evaluate(m, pairs, { maxNewTokens: 8 });
     expect(after.scores.overall.rtaSensitive!).toBeGreaterThan(before.scores.overall.rtaSensitive!);
     expect(after.scores.overall.rtaSensitive).toBe(1);
+    // r_org must come from the unedited model: an edited one refuses to fill it, and says why.
+    await expect(fillBenignAnswers(m, base, { maxNewTokens: 4 })).rejects.toMatchObject({ code: 'ERR_INPUT', field: 'pairs[0].benignAnswer' });
+    await expect(fillBenignAnswers(m, pairs, { maxNewTokens: 4 })).resolves.toEqual(pairs);  // nothing missing, nothing generated
   } finally {
     m.dispose();
   }
+});
+
+test('learnMask warns when a masked layer is the last one, and buildGate when a layer has no strongly active neuron', async () => {
+  const pairs = await fillBenignAnswers(model, base, { maxNewTokens: 6 });
+  const warnings: { code: string; message: string }[] = [];
+  const masks = await learnMask(model, pairs, { layers: [2, 3], steps: 1, lr: 1e-6, onWarning: (w) => warnings.push(w) });
+  expect(warnings.map((w) => w.code)).toEqual(['NGATE_LAST_LAYER_MASK']);
+  expect(warnings[0].message).toContain('layer 3');
+  // One step at a tiny rate leaves every mask at 1: no dimension is strongly active.
+  warnings.length = 0;
+  const gate = buildGate(masks, { onWarning: (w) => warnings.push(w) });
+  expect(gate.counts.every((c) => c.strong === 0)).toBe(true);
+  expect(warnings.map((w) => w.code)).toEqual(['NGATE_EMPTY_GATE_LAYER', 'NGATE_EMPTY_GATE_LAYER']);
+  warnings.length = 0;
+  await learnMask(model, pairs.slice(0, 1), { layers: [1], steps: 1, onWarning: (w) => warnings.push(w) });
+  expect(warnings).toEqual([]);
 });
 
 test('locateLayer centres on the layer with the most strongly active neurons, edits only within the radius, and puts every weight back', async () => {

@@ -8,7 +8,7 @@ async function buildGateCommand(ctx: Context, o: Record<string, unknown>): Promi
   const files = (o.masks as string[]).map((f) => requireFile(f, 'masks file'));
   const out = outputFile(o.out as string);
   const sets = files.map((f) => loadMasks(f));
-  const gate = buildGate(sets, { threshold: o.threshold as number | undefined });
+  const gate = buildGate(sets, { threshold: o.threshold as number | undefined, onWarning: ctx.warn });
   ctx.checkAborted();
   saveGate(gate, out);
   const summary = out.endsWith('.safetensors') ? out.slice(0, -'.safetensors'.length) + '.json' : out + '.json';

@@ -1,13 +1,25 @@
 // ngate data: the PrivacyPair builder's train / test / held-out splits as JSONL files.
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { PrivacyPair } from '../data/prepare';
 import { writePairsFile } from '../data/pairs-file';
-import { buildPrivacyPairs } from '../data/privacy-pair';
+import { buildPrivacyPairs, PRIVACY_CATEGORIES, takeBalanced } from '../data/privacy-pair';
 import { textTable } from '../report/tables';
 import { writeFileAtomic } from '../util/atomic-write';
-import { addOutputOptions, Context, Define, parseSeed, parseShare, UsageError } from './shared';
+import { addOutputOptions, Context, Define, parsePositiveInt, parseSeed, parseShare, UsageError } from './shared';
+
+function parseCategories(s: string): string[] {
+  const ids = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const known = PRIVACY_CATEGORIES.map((c) => c.id);
+  const bad = ids.find((id) => !known.includes(id));
+  if (ids.length === 0 || bad !== undefined) throw new InvalidArgumentError(`expected categories among ${known.join(', ')}${bad ? `, got "${bad}"` : ''}.`);
+  if (new Set(ids).size !== ids.length) throw new InvalidArgumentError(`"${s}" names a category twice.`);
+  return ids;
+}
+
+/** What `ngate inspect` recognises summary.json by. */
+export const DATA_SUMMARY_FORMAT = 'ngate.data-summary';
 
 const SPLIT_FILES = { train: 'train.jsonl', test: 'test.jsonl', heldOut: 'held-out.jsonl' } as const;
 
@@ -20,7 +32,13 @@ async function dataCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
   const opts: Record<string, unknown> = {};
   if (o.seed !== undefined) opts.seed = o.seed;
   if (o.contextShare !== undefined) opts.contextShare = o.contextShare;
-  const data = buildPrivacyPairs(opts as Parameters<typeof buildPrivacyPairs>[0]);
+  if (o.categories !== undefined) opts.categories = o.categories;
+  const built = buildPrivacyPairs(opts as Parameters<typeof buildPrivacyPairs>[0]);
+  // --limit: at most N pairs per split, taken round-robin over the categories.
+  const limit = o.limit as number | undefined;
+  const data = limit === undefined ? built
+    : { ...built, train: takeBalanced(built.train, limit), test: takeBalanced(built.test, limit), heldOut: takeBalanced(built.heldOut, limit) };
+  if (limit !== undefined) opts.limit = limit;
   ctx.checkAborted();
   fs.mkdirSync(outDir, { recursive: true });
   const files: Record<string, string> = {};
@@ -30,6 +48,7 @@ async function dataCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
   }
   const byCategory = (ps: PrivacyPair[]) => ps.reduce<Record<string, number>>((acc, p) => { acc[p.category] = (acc[p.category] ?? 0) + 1; return acc; }, {});
   const summary = {
+    format: DATA_SUMMARY_FORMAT,
     options: opts,
     counts: { train: data.train.length, test: data.test.length, heldOut: data.heldOut.length },
     byCategory: { train: byCategory(data.train), test: byCategory(data.test), heldOut: byCategory(data.heldOut) },
@@ -50,5 +69,7 @@ export function addDataCommand(define: Define): Command {
     .requiredOption('--out <dir>', 'folder for train.jsonl, test.jsonl, held-out.jsonl and summary.json')
     .option('--seed <n>', 'seed of the builder', parseSeed)
     .option('--context-share <x>', 'share of queries with an added context sentence, in [0, 1]', parseShare)
+    .option('--categories <list>', `categories to build, comma-separated (default all: ${PRIVACY_CATEGORIES.map((c) => c.id).join(', ')})`, parseCategories)
+    .option('--limit <n>', 'at most n pairs per split, balanced over the categories', parsePositiveInt)
     .option('--overwrite', 'replace existing split files'));
 }

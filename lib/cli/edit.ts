@@ -6,11 +6,12 @@ import * as path from 'path';
 import type { Gate } from '../../types/results';
 import { loadGate } from '../method/gate';
 import { EDIT_DEFAULTS, FfnParam, gatedEdit } from '../method/gated-edit';
+import { DEMO_DEFAULTS } from '../demo/run';
 import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
   addModelOptions, addOutputOptions, checkLayers, Context, Define, ModelOpts, modelDirOf, openModel, parseLayers,
-  parseNonNegative, parseParams, parsePositiveInt, readPairs, requireFile, seconds, UsageError, withBenignAnswers,
+  parseNonNegative, parseParams, parsePositiveInt, readPairs, requireFile, seconds, UsageError, withBenignAnswers, withDemoSettings,
 } from './shared';
 
 /** Whether `inner` is `outer` or lies inside it (after resolving links where they exist). */
@@ -46,10 +47,13 @@ async function editCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
     checkLayers(model, layers);
     pairs = (await withBenignAnswers(ctx, model, pairs)).pairs;
     ctx.log(`editing layer${layers.length > 1 ? 's' : ''} ${layers.join(', ')} ${gated ? 'through the gate' : 'without the gate'} on ${pairs.length} pairs`);
+    const tuned = withDemoSettings(ctx, o as ModelOpts,
+      { epochs: o.epochs as number | undefined, lr: o.lr as number | undefined, batchSize: o.batchSize as number | undefined },
+      { ...DEMO_DEFAULTS.edit }, 'edit');
     const report = await gatedEdit(model, pairs, gate, {
       gated, layers, ...defined({
-        epochs: o.epochs as number | undefined, lr: o.lr as number | undefined, alpha: o.alpha as number | undefined,
-        batchSize: o.batchSize as number | undefined, params: o.params as FfnParam[] | undefined,
+        epochs: tuned.epochs, lr: tuned.lr, alpha: o.alpha as number | undefined,
+        batchSize: tuned.batchSize, params: o.params as FfnParam[] | undefined,
       }),
       signal: ctx.signal, onProgress: ctx.progress,
     });

@@ -10,6 +10,9 @@ import {
   parsePositiveInt, readPairs, seconds,
 } from './shared';
 
+/** What `ngate inspect` recognises an eval --out file by. */
+export const EVAL_REPORT_FORMAT = 'ngate.eval-report';
+
 async function evalCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
   const refusal = matcherOf(o);
   const pairs = await readPairs(ctx, o.pairs as string);
@@ -23,7 +26,7 @@ async function evalCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
       signal: ctx.signal, onProgress: ctx.progress,
     });
     ctx.checkAborted();
-    const doc = { model: model.dir, pairs: path.resolve(o.pairs as string), seconds: seconds(t0), ...report };
+    const doc = { format: EVAL_REPORT_FORMAT, model: model.dir, pairs: path.resolve(o.pairs as string), seconds: seconds(t0), ...report };
     if (out) writeFileAtomic(out, JSON.stringify(doc, null, 2) + '\n');
     ctx.emit(doc, [evaluationText(report), '', `refusals matched by ${report.matcher.name} (${report.matcher.mode} mode)`, ...(out ? [`wrote ${out}`] : [])].join('\n'));
   } finally {

@@ -8,9 +8,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../model/native';
 import { NgateError } from '../util/errors';
+import { addBuildCommand } from './build';
 import { addBuildGateCommand } from './build-gate';
 import { addDataCommand } from './data';
 import { addDemoCommand } from './demo';
+import { addDoctorCommand } from './doctor';
 import { addEditCommand } from './edit';
 import { addEvalCommand } from './eval';
 import { addInspectCommand } from './inspect';
@@ -37,9 +39,9 @@ function exitCodeOf(e: unknown, aborted: boolean): number {
 }
 
 /** The subcommands, in the order `ngate --help` lists them. */
-const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand, addInspectCommand];
+const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand, addInspectCommand, addBuildCommand, addDoctorCommand];
 
-function buildProgram(io: CliIo, signal: AbortSignal): Command {
+function buildProgram(io: CliIo, signal: AbortSignal, result: { code: number }): Command {
   const program = new Command('ngate')
     .description('Neural Gate: neuron-level privacy editing of LLaMA-family models.\nRun `ngate demo` to see it work end to end on the embedded demo model.')
     .version(packageVersion(), '-V, --version')
@@ -57,6 +59,7 @@ function buildProgram(io: CliIo, signal: AbortSignal): Command {
       const ctx = new Context(io, signal, c.opts() as CommonOpts);
       try {
         await action(ctx, c.opts(), c.args);
+        result.code = ctx.exitCode;
       } finally {
         ctx.stopBar();
       }
@@ -105,8 +108,9 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
   if (io.handleSignals) process.on('SIGINT', onSigint);
   const json = argv.includes('--json');
   try {
-    await buildProgram(io, controller.signal).parseAsync(argv, { from: 'user' });
-    return controller.signal.aborted ? EXIT.interrupted : EXIT.ok;
+    const result = { code: EXIT.ok as number };
+    await buildProgram(io, controller.signal, result).parseAsync(argv, { from: 'user' });
+    return controller.signal.aborted ? EXIT.interrupted : result.code;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;

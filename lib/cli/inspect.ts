@@ -10,7 +10,10 @@ import { readPairsFile } from '../data/pairs-file';
 import { loadGate, loadMasks } from '../method/gate';
 import { readReport } from '../report/folder';
 import { REPORT_FORMAT } from '../report/format';
-import { fmt, gateCountsText, scoresText, textTable } from '../report/tables';
+import { evaluationText, fmt, gateCountsText, scoresText, textTable } from '../report/tables';
+import type { EvaluationReport } from '../method/evaluate';
+import { DATA_SUMMARY_FORMAT } from './data';
+import { EVAL_REPORT_FORMAT } from './eval';
 import { NgateError } from '../util/errors';
 import { addOutputOptions, Context, Define, UsageError } from './shared';
 import { maskStats, maskStatsText, meanLoss } from './learn-mask';
@@ -125,6 +128,28 @@ function inspectReport(file: string): { doc: Inspection; text: string } {
   };
 }
 
+interface EvalReportFile extends EvaluationReport { model?: string; pairs?: string; seconds?: number }
+
+function inspectEvalReport(file: string, r: EvalReportFile): { doc: Inspection; text: string } {
+  if (!r.scores?.overall || !Array.isArray(r.outcomes)) throw new NgateError('ERR_INPUT', 'is an eval report without scores or outcomes', { file });
+  return {
+    doc: { kind: 'eval-report', path: file, model: r.model ?? null, pairs: r.pairs ?? null, matcher: r.matcher ?? null, responses: r.outcomes.length, scores: r.scores },
+    text: [`eval report ${file}: ${r.outcomes.length} responses of ${r.model ?? 'a model'} to ${r.pairs ?? 'a pairs file'}` +
+      `${r.matcher ? `, refusals matched by ${r.matcher.name} (${r.matcher.mode})` : ''}`, evaluationText(r)].join('\n'),
+  };
+}
+
+interface DataSummaryFile { counts?: Record<string, number>; byCategory?: Record<string, Record<string, number>>; options?: Record<string, unknown>; files?: Record<string, string> }
+
+function inspectDataSummary(file: string, d: DataSummaryFile): { doc: Inspection; text: string } {
+  const counts = d.counts ?? {};
+  return {
+    doc: { kind: 'data-summary', path: file, options: d.options ?? {}, counts, byCategory: d.byCategory ?? {}, files: d.files ?? {} },
+    text: [`PrivacyPair splits ${path.dirname(file)}: ${Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(', ')}` +
+      `${d.options && Object.keys(d.options).length ? ` (built with ${Object.entries(d.options).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(', ')})` : ''}`].join('\n'),
+  };
+}
+
 async function inspectPath(target: string): Promise<{ doc: Inspection; text: string }> {
   const abs = path.resolve(target);
   if (!fs.existsSync(abs)) throw new UsageError(`not found: ${abs}`);
@@ -156,13 +181,15 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
     let v: { format?: unknown; architectures?: unknown } | null = null;
     try { v = JSON.parse(fs.readFileSync(abs, 'utf8')); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
     if (v?.format === REPORT_FORMAT) return inspectReport(abs);
+    if (v?.format === EVAL_REPORT_FORMAT) return inspectEvalReport(abs, v as unknown as EvalReportFile);
+    if (v?.format === DATA_SUMMARY_FORMAT) return inspectDataSummary(abs, v as unknown as DataSummaryFile);
     if (v?.format === 'ngate.gate') {
       const sibling = abs.slice(0, -'.json'.length) + '.safetensors';
       if (fs.existsSync(sibling)) return inspectGate(sibling, loadGate(sibling));
     }
     if (path.basename(abs) === 'config.json') return inspectCheckpoint(path.dirname(abs));
   }
-  throw new UsageError(`cannot tell what this file is (expected a checkpoint folder, a masks or gate .safetensors, a pairs .jsonl or a demo report): ${abs}`);
+  throw new UsageError(`cannot tell what this file is (expected a checkpoint folder, a masks or gate .safetensors, a pairs .jsonl, a data summary.json, an eval report or a demo report): ${abs}`);
 }
 
 async function inspectCommand(ctx: Context, _o: Record<string, unknown>, args: string[]): Promise<void> {
@@ -171,6 +198,6 @@ async function inspectCommand(ctx: Context, _o: Record<string, unknown>, args: s
 }
 
 export function addInspectCommand(define: Define): Command {
-  return addOutputOptions(define('inspect', 'describe a checkpoint folder, masks or gate file, pairs file or demo report', inspectCommand)
+  return addOutputOptions(define('inspect', 'describe any file ngate reads or writes: a checkpoint folder, masks or gate file, pairs file, data summary, eval report or demo report', inspectCommand)
     .argument('<path>', 'file or folder'));
 }

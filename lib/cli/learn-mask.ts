@@ -5,11 +5,12 @@ import type { MaskSet } from '../../types/results';
 import { writePairsFile } from '../data/pairs-file';
 import { buildGate, DEFAULT_GATE_THRESHOLD, saveMasks } from '../method/gate';
 import { learnMask, MASK_DEFAULTS } from '../method/learn-mask';
+import { DEMO_DEFAULTS } from '../demo/run';
 import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
   addModelOptions, addOutputOptions, checkLayers, Context, Define, mean, ModelOpts, openModel, outputFile, parseLayers,
-  parseNonNegative, parsePositiveInt, parseSeed, readPairs, seconds, withBenignAnswers,
+  parseNonNegative, parsePositiveInt, parseSeed, readPairs, seconds, withBenignAnswers, withDemoSettings,
 } from './shared';
 
 async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
@@ -29,9 +30,11 @@ async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promi
     }
     const layers = o.layers as number[];
     ctx.log(`learning masks for ${pairs.length} pairs on layer${layers.length > 1 ? 's' : ''} ${layers.join(', ')}`);
+    const tuned = withDemoSettings(ctx, o as ModelOpts, { steps: o.steps as number | undefined, lr: o.lr as number | undefined },
+      { steps: DEMO_DEFAULTS.mask.steps, lr: DEMO_DEFAULTS.mask.lr }, 'mask');
     const masks = await learnMask(model, pairs, {
-      layers, ...defined({
-        steps: o.steps as number | undefined, lr: o.lr as number | undefined, l1: o.l1 as number | undefined,
+      layers, onWarning: ctx.warn, ...defined({
+        steps: tuned.steps, lr: tuned.lr, l1: o.l1 as number | undefined,
         alpha: o.alpha as number | undefined, batchSize: o.batchSize as number | undefined,
         hookPoint: o.hookPoint as 'ffn' | 'block' | undefined, seed: o.seed as number | undefined,
       }),
@@ -58,7 +61,7 @@ export interface MaskLayerStats { layer: number; negativeShare: number; dimsEver
 
 export function maskStats(masks: MaskSet): MaskLayerStats[] {
   const { layers, hiddenSize: d, pairIds } = masks;
-  const gate = buildGate(masks);
+  const gate = buildGate(masks, { onWarning: () => undefined });  // statistics only: the gate itself is build-gate's
   return layers.map((layer, li) => {
     let neg = 0;
     for (let p = 0; p < pairIds.length; p++) {

@@ -5,11 +5,12 @@ import { DEFAULT_GATE_THRESHOLD } from '../method/gate';
 import { EDIT_DEFAULTS } from '../method/gated-edit';
 import { MASK_DEFAULTS } from '../method/learn-mask';
 import { locateLayer } from '../method/locate';
+import { DEMO_DEFAULTS } from '../demo/run';
 import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
   addModelOptions, addOutputOptions, addRefusalOptions, Context, Define, matcherOf, ModelOpts, openModel,
-  parseNonNegative, parseNonNegativeInt, parsePositiveInt, parseSearch, parseShare, readPairs, seconds, withBenignAnswers,
+  parseNonNegative, parseNonNegativeInt, parsePositiveInt, parseSearch, parseShare, readPairs, seconds, withBenignAnswers, withDemoSettings,
 } from './shared';
 
 async function locateCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
@@ -22,10 +23,13 @@ async function locateCommand(ctx: Context, o: Record<string, unknown>): Promise<
     const filled = (await withBenignAnswers(ctx, model, train)).pairs;
     const search = (o.search as [number, number] | undefined) ?? [3, 19];
     ctx.log(`single-layer masks on layers ${search[0]}–${Math.min(search[1], model.config.numLayers - 1)}, then single-layer edits within radius ${o.radius ?? 3} of the centre`);
+    const tuned = withDemoSettings(ctx, o as ModelOpts,
+      { steps: o.steps as number | undefined, maskLr: o.maskLr as number | undefined, epochs: o.epochs as number | undefined, lr: o.lr as number | undefined },
+      { steps: DEMO_DEFAULTS.mask.steps, maskLr: DEMO_DEFAULTS.mask.lr, epochs: DEMO_DEFAULTS.edit.epochs, lr: DEMO_DEFAULTS.edit.lr }, 'mask and edit');
     const res = await locateLayer(model, filled, val, {
       searchLayers: search, ...defined({ radius: o.radius as number | undefined, threshold: o.threshold as number | undefined }),
-      mask: defined({ steps: o.steps as number | undefined, lr: o.maskLr as number | undefined, l1: o.l1 as number | undefined, alpha: o.alpha as number | undefined }),
-      edit: { ...defined({ epochs: o.epochs as number | undefined, lr: o.lr as number | undefined, alpha: o.alpha as number | undefined }), gated: o.gate !== false },
+      mask: defined({ steps: tuned.steps, lr: tuned.maskLr, l1: o.l1 as number | undefined, alpha: o.alpha as number | undefined }),
+      edit: { ...defined({ epochs: tuned.epochs, lr: tuned.lr, alpha: o.alpha as number | undefined }), gated: o.gate !== false },
       evaluate: { ...defined({ maxNewTokens: o.maxNewTokens as number | undefined }), refusal },
       signal: ctx.signal, onProgress: ctx.progress,
     });

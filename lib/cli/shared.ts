@@ -14,6 +14,7 @@ import { readPairsFile } from '../data/pairs-file';
 import type { FfnParam } from '../method/gated-edit';
 import { makeRefusalMatcher, RefusalMatcher } from '../method/refusal';
 import { NgateError } from '../util/errors';
+import type { NgateWarning } from '../util/warnings';
 
 export interface CliIo {
   stdout: { write(s: string): unknown };
@@ -100,6 +101,9 @@ export interface CommonOpts { json?: boolean; quiet?: boolean }
 
 export interface ModelOpts { model?: string; device?: string; dtype?: ModelDtype }
 
+/** How often a long step prints a progress line when stderr is not a terminal. */
+export const PROGRESS_LINE_MS = Number(process.env.NGATE_PROGRESS_MS ?? 5000);
+
 export class Context {
   private bar: cliProgress.SingleBar | null = null;
   private barStage = '';
@@ -110,6 +114,13 @@ export class Context {
     this.bars = !!io.stderr.isTTY && !opts.json;
   }
 
+  /** A library warning, on stderr unless --quiet (also with --json: it is not the result). */
+  readonly warn = (w: NgateWarning): void => {
+    if (this.opts.quiet) return;
+    this.stopBar();
+    this.io.stderr.write(`warning: ${w.message}\n`);
+  };
+
   /** A line on stderr for a person; silent with --json or --quiet. */
   log(line: string): void {
     if (this.opts.json || this.opts.quiet) return;
@@ -117,9 +128,31 @@ export class Context {
     this.io.stderr.write(line + '\n');
   }
 
-  /** The library's progress callback, drawn as a bar per stage. */
+  /** The exit code of a command that printed its result but did not succeed (doctor with something missing). */
+  exitCode: number = 0;
+  private lineStage = '';
+  private lineAt = 0;
+  private lineStart = 0;
+
+  /**
+   * The library's progress callback: a bar per stage on a terminal; otherwise
+   * (a log file, CI, a pipe) one line per stage start and every few seconds,
+   * so that a long step is never silent.
+   */
   readonly progress = (p: Progress): void => {
-    if (!this.bars || this.opts.quiet) return;
+    if (this.opts.quiet) return;
+    if (!this.bars) {
+      const now = Date.now();
+      const fresh = p.stage !== this.lineStage;
+      if (fresh) { this.lineStage = p.stage; this.lineStart = now; }
+      if (!fresh && now - this.lineAt < PROGRESS_LINE_MS && p.done < p.total) return;
+      if (!fresh && p.done >= p.total && now - this.lineStart < PROGRESS_LINE_MS) return;  // short stages: no line at the end
+      this.lineAt = now;
+      const secs = (now - this.lineStart) / 1000;
+      const eta = p.done > 0 && p.done < p.total ? `, about ${Math.ceil((secs / p.done) * (p.total - p.done))} s left` : '';
+      this.io.stderr.write(`${p.stage}: ${p.done}/${p.total}${p.total > 0 ? ` (${Math.floor((100 * p.done) / p.total)}%)` : ''}${fresh ? '' : ` after ${Math.round(secs)} s${eta}`}\n`);
+      return;
+    }
     if (!this.bar || this.barStage !== p.stage) {
       this.stopBar();
       this.barStage = p.stage;
@@ -167,6 +200,29 @@ export function outputFile(file: string): string {
   if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) throw new UsageError(`the output is a folder, expected a file path: ${abs}`);
   fs.mkdirSync(path.dirname(abs), { recursive: true });
   return abs;
+}
+
+/** Whether the command runs on the embedded demo model (no --model, or --model naming it). */
+export function usesDemoModel(o: ModelOpts): boolean {
+  return o.model === undefined || path.resolve(o.model) === path.resolve(defaultModelDir());
+}
+
+/**
+ * Options the user did not set, filled with the settings the demo measured
+ * for the embedded model (DEMO_DEFAULTS) when the command runs on it: the
+ * library's defaults are the paper's, for 7B models, and on the 2M-parameter
+ * demo model they learn masks that never cross zero and an edit that changes
+ * nothing. Says so on stderr.
+ */
+export function withDemoSettings<T extends Record<string, unknown>>(ctx: Context, o: ModelOpts, given: T, demo: Partial<T>, what: string): T {
+  if (!usesDemoModel(o)) return given;
+  const filled: Record<string, unknown> = { ...given };
+  const used: string[] = [];
+  for (const [k, v] of Object.entries(demo)) {
+    if (filled[k] === undefined) { filled[k] = v; used.push(`${k} ${String(v)}`); }
+  }
+  if (used.length > 0) ctx.log(`on the embedded demo model: ${what} ${used.join(', ')} (the settings the demo measured; pass them to change)`);
+  return filled as T;
 }
 
 export function modelDirOf(o: ModelOpts): string {

@@ -171,6 +171,10 @@ export async function fillBenignAnswers(model: Model, pairs: PrivacyPair[],
   opts: { maxNewTokens?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {}): Promise<PrivacyPair[]> {
   validatePairs(pairs);
   const missing = pairs.map((p, i) => (p.benignAnswer === undefined ? i : -1)).filter((i) => i >= 0);
+  if (missing.length > 0 && model.editedTensors.size > 0) {
+    throw pairError(pairs[missing[0]], missing[0], 'benignAnswer',
+      'is missing and the model has already been edited: r_org must come from the unedited model, so fill the answers before the first edit (or load the unedited model to fill them)');
+  }
   const out = pairs.map((p) => ({ ...p }));
   const batchSize = opts.batchSize ?? 16;
   for (let k = 0; k < missing.length; k += batchSize) {

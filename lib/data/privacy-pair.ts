@@ -463,3 +463,19 @@ export function generalizationLeaks(splits: Pick<PrivacyPairSplits, 'train' | 't
   }
   return leaks;
 }
+
+/** The first n pairs taken round-robin over categories, so every category is represented. */
+export function takeBalanced(pairs: PrivacyPair[], n: number): PrivacyPair[] {
+  const byCat = new Map<string, PrivacyPair[]>();
+  for (const p of pairs) {
+    const list = byCat.get(p.category) ?? [];
+    list.push(p);
+    byCat.set(p.category, list);
+  }
+  const queues = [...byCat.values()];
+  const out: PrivacyPair[] = [];
+  for (let round = 0; out.length < n && queues.some((q) => q.length > round); round++) {
+    for (const q of queues) if (round < q.length && out.length < n) out.push(q[round]);
+  }
+  return out;
+}

@@ -16,7 +16,7 @@ import { gatedEdit, GatedEditOptions } from '../method/gated-edit';
 import { learnMask, LearnMaskOptions } from '../method/learn-mask';
 import { loadModel, Model, ProgressCallback } from '../model/model';
 import { packageRoot } from '../model/native';
-import { buildPrivacyPairs } from '../data/privacy-pair';
+import { buildPrivacyPairs, takeBalanced } from '../data/privacy-pair';
 import { DemoReport, REPORT_FORMAT, REPORT_VERSION, ReportLayer, ReportRun } from '../report/format';
 import { scoresText } from '../report/tables';
 import { writeReport } from '../report/folder';
@@ -87,22 +87,6 @@ export const DEMO_DEFAULTS = {
 /** The embedded demo model's folder. */
 export function demoModelDir(): string {
   return path.join(packageRoot(), 'models', 'demo');
-}
-
-/** The first n pairs taken round-robin over categories, so every category is represented. */
-export function takeBalanced(pairs: PrivacyPair[], n: number): PrivacyPair[] {
-  const byCat = new Map<string, PrivacyPair[]>();
-  for (const p of pairs) {
-    const list = byCat.get(p.category) ?? [];
-    list.push(p);
-    byCat.set(p.category, list);
-  }
-  const queues = [...byCat.values()];
-  const out: PrivacyPair[] = [];
-  for (let round = 0; out.length < n && queues.some((q) => q.length > round); round++) {
-    for (const q of queues) if (round < q.length && out.length < n) out.push(q[round]);
-  }
-  return out;
 }
 
 /**
@@ -204,7 +188,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       for (const l of scan) {
         check();
         const masks = await learnMask(base, train, { ...maskOpts, layers: [l], seed, signal, onProgress: progress(`masks layer ${l}`) });
-        const g = buildGate(masks, { threshold });
+        const g = buildGate(masks, { threshold, onWarning: () => undefined });  // the report lists every layer's counts
         gates.set(l, g);
         layerRows.push({
           ...g.counts[0], pairCount: g.pairCount, threshold, negativeCounts: Array.from(g.negativeCounts!),
@@ -242,7 +226,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     } else {
       log(`learning masks on layer${editLayers.length > 1 ? 's' : ''} ${editLayers.join(', ')}${editLayers.length > 1 ? ' jointly' : ''}`);
       const masks = await timed('masks edit layers', () => learnMask(base, train, { ...maskOpts, layers: editLayers, seed, signal, onProgress: progress('masks') }));
-      gate = buildGate(masks, { threshold });
+      gate = buildGate(masks, { threshold, onWarning: (w) => log(`warning: ${w.message}`) });
       if (scan.length === 0) {
         const d = hiddenSize;
         gate.counts.forEach((c, i) => layerRows.push({

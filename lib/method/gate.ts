@@ -1,6 +1,7 @@
 // The neural gate (eq. 6) built from learned masks, exact merging of gates from
 // sharded mask runs, and the files both are kept in.
 import { NgateError } from '../util/errors';
+import { warn, WarningCallback } from '../util/warnings';
 import { writeFileAtomic } from '../util/atomic-write';
 import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensorsFile } from '../model/safetensors';
 import type { SafetensorsDtype, SafetensorsHeader } from '../model/safetensors';
@@ -18,6 +19,8 @@ export const DEFAULT_GATE_THRESHOLD = 0.3;
 export interface BuildGateOptions {
   /** τ in [0, 1]; default 0.3 as in the paper. */
   threshold?: number;
+  /** Where warnings go (default: Node's process warnings). */
+  onWarning?: WarningCallback;
 }
 
 const GATE_FORMAT = 'ngate.gate';
@@ -204,7 +207,15 @@ export function buildGate(masks: MaskSet | MaskSet[], opts: BuildGateOptions = {
     }
   });
   const pairIds = sets.flatMap((s) => s.pairIds);
-  return gateFromCounts(layers, hiddenSize, threshold, pairCount, negativeCounts, pairIds);
+  const gate = gateFromCounts(layers, hiddenSize, threshold, pairCount, negativeCounts, pairIds);
+  for (const c of gate.counts) {
+    if (c.strong === 0) {
+      warn(opts.onWarning, 'NGATE_EMPTY_GATE_LAYER', `layer ${c.layer} has no strongly active neuron (no dimension with M_l > τ = ${threshold}; ` +
+        `${c.weak} weakly active): a gated edit of it passes no gradient from subject positions. ` +
+        'Lower τ, or learn the masks with more steps or a larger learning rate so that they cross zero');
+    }
+  }
+  return gate;
 }
 
 /**

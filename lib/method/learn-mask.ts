@@ -4,6 +4,7 @@
 import type { MaskSet } from '../../types/results';
 import { PrivacyPair, preparePairs, toNativeInputs } from '../data/prepare';
 import { NgateError } from '../util/errors';
+import { warn, WarningCallback } from '../util/warnings';
 import type { Model, ProgressCallback } from '../model/model';
 
 export interface LearnMaskOptions {
@@ -39,6 +40,8 @@ export interface LearnMaskOptions {
   seed?: number;
   /** r_safe for pairs without their own `refusal`. */
   refusal?: string;
+  /** Where warnings go (default: Node's process warnings). */
+  onWarning?: WarningCallback;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -75,6 +78,13 @@ export async function learnMask(model: Model, pairs: PrivacyPair[], opts: LearnM
   positive('batchSize', o.batchSize, true);
   if (o.hookPoint !== 'ffn' && o.hookPoint !== 'block') {
     throw new NgateError('ERR_INPUT', `hookPoint must be 'ffn' or 'block', got ${String(o.hookPoint)}`, { field: 'hookPoint' });
+  }
+  const last = model.config.numLayers - 1;
+  if (layers.includes(last)) {
+    // The mask scales the subject positions' features after the layer's attention has run, and no layer
+    // after it lets later positions read them: the answer's logits cannot depend on the mask (eq. 5).
+    warn(opts.onWarning, 'NGATE_LAST_LAYER_MASK', `layer ${last} is the model's last: a mask there scales subject positions that no later attention reads, ` +
+      'so it cannot change the answer\'s logits and learns only from the L1 term; mask an earlier layer');
   }
   const prepared = await preparePairs(model, pairs, { refusal: opts.refusal });
   const inputs = await toNativeInputs(model, prepared);

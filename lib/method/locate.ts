@@ -60,7 +60,7 @@ export async function locateLayer(model: Model, trainPairs: PrivacyPair[], valid
     let g = gates.get(layer);
     if (!g) {
       const masks = await learnMask(model, trainPairs, { ...opts.mask, layers: [layer], signal: opts.signal });
-      g = buildGate(masks, { threshold: opts.threshold });
+      g = buildGate(masks, { threshold: opts.threshold, onWarning: () => undefined });  // the table shows each layer's strong share
       gates.set(layer, g);
       rows.set(layer, { layer, strongShare: g.counts[0].strongShare, eta: null, rtaSensitive: null, nonRefusalBenign: null });
     }

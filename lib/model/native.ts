@@ -168,11 +168,11 @@ let building: Promise<NativeAddon> | null = null;
  * (NGATE_BUILD=force), or never built (NGATE_BUILD=never: an error says how).
  * Progress lines go to `log` (stderr by default).
  */
-export function ensureAddon(opts: { log?: (line: string) => void } = {}): Promise<NativeAddon> {
-  if (cached) return Promise.resolve(cached.addon);
+export async function ensureAddon(opts: { log?: (line: string) => void } = {}): Promise<NativeAddon> {
+  if (cached) return cached.addon;
   if (building) return building;
   const mode = buildMode();
-  if (process.env.NGATE_ADDON || mode === 'never') return Promise.resolve().then(loadAddon);
+  if (process.env.NGATE_ADDON || mode === 'never') return loadAddon();
   const log = opts.log ?? ((line: string) => { process.stderr.write(line + '\n'); });
   building = (async () => {
     const t = buildTools();

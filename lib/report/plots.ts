@@ -26,7 +26,7 @@ function isMaskSet(v: unknown): v is MaskSet {
 
 /** M_l per layer from a gate, several (single-layer) gates, masks, or report layers. */
 export function layerShares(src: ShareSource, threshold = DEFAULT_GATE_THRESHOLD): LayerShare[] {
-  if (isMaskSet(src)) return layerShares(buildGate(src, { threshold }));
+  if (isMaskSet(src)) return layerShares(buildGate(src, { threshold, onWarning: () => undefined }));
   if (isGate(src)) {
     const d = src.hiddenSize;
     return src.layers.map((layer, i) => ({ layer, share: src.share.subarray(i * d, (i + 1) * d), pairCount: src.pairCount }));
