@@ -131,7 +131,7 @@ print(json.dumps(flat))`)) as Record<string, [string, number[], number[]]>;
 describe('bad and unsafe .pth files: a clear error, and nothing runs', () => {
   function rawPickleFile(pickle: number[] | Uint8Array, storages: Map<string, Uint8Array> = new Map()): string {
     const file = path.join(tmp(), 'bad.pth');
-    const records = [{ name: 'archive/data.pkl', data: Uint8Array.from(pickle) }];
+    const records: { name: string; data: Uint8Array }[] = [{ name: 'archive/data.pkl', data: Uint8Array.from(pickle) }];
     for (const [k, d] of storages) records.push({ name: `archive/data/${k}`, data: d });
     records.push({ name: 'archive/version', data: Buffer.from('3\n') });
     fs.writeFileSync(file, zipStored(records));

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "model/llama.h"
-#include "model/llava.h"
+#include "model/vision.h"
 
 namespace ngate {
 
