@@ -228,3 +228,87 @@ datasets:
     }
   });
 });
+
+describe('bad MiniGPT-4 input: a clear NgateError naming the file and the reason', () => {
+  async function loadError(p: string): Promise<NgateError> {
+    let err: unknown;
+    try { (await loadModel(p)).dispose(); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(NgateError);
+    return err as NgateError;
+  }
+  function variant(edit: (dir: string) => void, opts: Parameters<typeof writeTinyMiniGpt4>[1] = {}): string {
+    const v = writeTinyMiniGpt4(tmp(), { seed: 3, ...opts });
+    edit(v.dir);
+    return v.dir;
+  }
+
+  test('a descriptor that names a missing file or folder', async () => {
+    for (const [key, value] of [['ckpt', 'nope.pth'], ['vit_checkpoint', 'gone/eva_vit_g.pth'], ['llama_model', 'no-llama']]) {
+      const dir = variant(() => undefined, { descriptor: { [key]: value } });
+      const e = await loadError(dir);
+      expect(e.code).toBe('ERR_MISSING_FILE');
+      expect(e.message).toContain(path.join(dir, 'minigpt4.json'));
+      expect(e.message).toContain(`field "${key}"`);
+      expect(e.message).toContain(path.join(dir, value));
+    }
+  });
+
+  test('a ViT file whose shapes disagree with the descriptor', async () => {
+    const dir = variant(() => undefined, { descriptor: { vision_tower: { patch_size: 14, embed_dim: 32, depth: 2, num_heads: 2 } } });
+    const e = await loadError(dir);
+    expect(e.code).toBe('ERR_CHECKPOINT');
+    expect(e.message).toMatch(/eva_vit_g\.pth: tensor cls_token has shape \[1,1,16\], the descriptor \(minigpt4\.json\) implies \[1,1,32\]/);
+    // More blocks than the file holds.
+    const deep = await loadError(variant(() => undefined, { descriptor: { vision_tower: { patch_size: 14, embed_dim: 16, depth: 5, num_heads: 2 } } }));
+    expect(deep.code).toBe('ERR_MISSING_TENSOR');
+    expect(deep.message).toMatch(/eva_vit_g\.pth: tensor blocks\.3\.norm1\.weight is missing from the EVA ViT checkpoint/);
+  });
+
+  test('a stage-2 file without llama_proj, or without its "model" dict', async () => {
+    const noProj = await loadError(variant((d) => torchSave(path.join(d, 'pretrained_minigpt4_llama2_7b.pth'),
+      ordered({ model: ordered({ 'llama_model.model.layers.0.self_attn.rotary_emb.inv_freq': new PyTensor('F32', [2], [1, 2]) }), epoch: 1 }))));
+    expect(noProj.code).toBe('ERR_MISSING_TENSOR');
+    expect(noProj.message).toMatch(/pretrained_minigpt4_llama2_7b\.pth: tensor llama_proj\.weight is missing from the stage-2 checkpoint's "model" dict/);
+    const noModel = await loadError(variant((d) => torchSave(path.join(d, 'pretrained_minigpt4_llama2_7b.pth'), ordered({ epoch: 1 }))));
+    expect(noModel.message).toMatch(/pretrained_minigpt4_llama2_7b\.pth: has no "model" entry/);
+  });
+
+  test('a patch count not divisible by tokens_per_embedding', async () => {
+    const e = await loadError(variant(() => undefined, { descriptor: { image_size: 42 } }));
+    expect(e.code).toBe('ERR_CONFIG');
+    expect(e.message).toMatch(/field "vision_tower\.tokens_per_embedding": the 9 patches of a 42px image in 14px patches cannot be grouped by 4/);
+  });
+
+  test('a truncated or non-zip .pth, and a pickle that asks for anything outside the list', async () => {
+    const cut = await loadError(variant((d) => {
+      const f = path.join(d, 'eva_vit_g.pth');
+      fs.writeFileSync(f, fs.readFileSync(f).subarray(0, 3000));
+    }));
+    expect(cut.code).toBe('ERR_CHECKPOINT');
+    expect(cut.message).toMatch(/eva_vit_g\.pth: .*(truncated|not a zip)/);
+    const text = await loadError(variant((d) => fs.writeFileSync(path.join(d, 'pretrained_minigpt4_llama2_7b.pth'), 'not a checkpoint')));
+    expect(text.message).toMatch(/pretrained_minigpt4_llama2_7b\.pth: is not a torch\.save file/);
+    const evil = await loadError(variant((d) => {
+      const { PyRaw } = require('./fixtures/torch-save') as typeof import('./fixtures/torch-save');
+      torchSave(path.join(d, 'pretrained_minigpt4_llama2_7b.pth'), ordered({ model: new PyRaw(Uint8Array.from([0x63, ...Buffer.from('os\nsystem\n'), 0x58, 2, 0, 0, 0, ...Buffer.from('id'), 0x85, 0x52])) }));
+    }));
+    expect(evil.message).toMatch(/pretrained_minigpt4_llama2_7b\.pth: data\.pkl asks for the global os\.system.*nothing was run/);
+  });
+
+  test('descriptor settings that are not MiniGPT-4 Llama-2\'s, or not settings at all', async () => {
+    const vicuna = await loadError(variant(() => undefined, { descriptor: { model_type: 'pretrain_vicuna0' } }));
+    expect(vicuna.message).toMatch(/field "model_type": "pretrain_vicuna0" is not supported/);
+    const typo = await loadError(variant(() => undefined, { descriptor: { vit_chekpoint: 'x' } }));
+    expect(typo.message).toMatch(/field "vit_chekpoint": is not a descriptor setting/);
+    const proc = await loadError(variant(() => undefined, { descriptor: { vis_processor: { image_size: 224 } } }));
+    expect(proc.message).toMatch(/field "vis_processor\.image_size": is 224, but the vision tower takes 56px images/);
+    const tokens = await loadError(variant(() => undefined, { descriptor: { num_image_tokens: 32 } }));
+    expect(tokens.message).toMatch(/field "num_image_tokens": is 32, but the vision tower gives 4/);
+  });
+
+  test('the image placeholder in a text-only prompt, and an image without a placeholder', async () => {
+    await expect(model.forward([await model.encodePrompts(['<ImageHere> hi'], false).then((r) => r[0])])).rejects.toThrow(/holds the image token .* but no image is given/);
+    const [ids] = await model.encodePrompts(['hi'], true);
+    await expect(model.forward([ids], { images: [png] })).rejects.toThrow(/has no image token \(<ImageHere>\)/);
+  });
+});
