@@ -89,6 +89,22 @@ describe('the method on MiniGPT-4', () => {
     expect(all.masks.some((v) => v !== 1)).toBe(true);
   });
 
+  test('bfloat16: learnMask and gatedEdit run with the ViT in bfloat16 and give masks near float32\'s', async () => {
+    const bf = await loadModel(fx.descriptor, { dtype: 'bfloat16' });
+    try {
+      const a = await learnMask(model, pairs.slice(0, 2), { layers: [0], steps: 3 });
+      const b = await learnMask(bf, pairs.slice(0, 2), { layers: [0], steps: 3 });
+      expect(b.masks.every(Number.isFinite)).toBe(true);
+      let d = 0;
+      for (let i = 0; i < a.masks.length; i++) d = Math.max(d, Math.abs(a.masks[i] - b.masks[i]));
+      expect(d).toBeLessThan(0.1);
+      const report = await gatedEdit(bf, pairs.slice(0, 2), buildGate(b, { threshold: 0.3 }), { epochs: 1, lr: 1e-3 });
+      expect(JSON.stringify(report)).not.toMatch(/NaN|null/);
+    } finally {
+      bf.dispose();
+    }
+  });
+
   test('gatedEdit with and without the gate, locateLayer, then save: a descriptor, an edited Llama folder, the .pth files unchanged; it loads again', async () => {
     const masks = await learnMask(model, pairs, { layers: [1], steps: 3 });
     const gate = buildGate(masks, { threshold: 0.3 });

@@ -164,6 +164,14 @@ describe('bad and unsafe .pth files: a clear error, and nothing runs', () => {
     expectCheckpointError(rawPickleFile(bytes as number[]), pattern as RegExp);
   });
 
+  test('containers nested a million deep, and a list that holds itself', () => {
+    const deep = [0x80, 2, ...new Array(1_000_000).fill(0x5d), ...new Array(999_999).fill(0x61), 0x2e];
+    expectCheckpointError(rawPickleFile(deep), /nests containers more than 256 deep/);
+    // l = []; l.append(l); {l-as-tuple-key: 1}
+    const cyclic = readTorchCheckpoint(rawPickleFile([0x80, 2, 0x5d, 0x71, 0, 0x68, 0, 0x61, 0x7d, 0x68, 0, 0x4b, 1, 0x73, 0x2e]));
+    expect([...(cyclic.root as PickleDict).entries.keys()]).toEqual(['[a self-referencing key]']);
+  });
+
   test('a tensor that reaches past its storage, or whose storage record is missing or short', () => {
     const { pickle, storages } = pickleValue(ordered({ w: new PyTensor('F32', [4], [1, 2, 3, 4]) }));
     expectCheckpointError(rawPickleFile(pickle, new Map()), /record archive\/data\/0 .* is missing/);

@@ -181,6 +181,15 @@ type StackItem = PickleValue | typeof MARK;
 
 function decodeLatin1(bytes: Uint8Array): string { return Buffer.from(bytes).toString('latin1'); }
 
+// A tuple key (torch writes none, but a pickle may) as text; a self-containing one is not expanded.
+function keyText(k: PickleValue): string {
+  try {
+    return JSON.stringify(k, (_, v) => (typeof v === 'bigint' ? v.toString() : v));
+  } catch {
+    return '[a self-referencing key]';
+  }
+}
+
 interface PickleContext {
   file: string;
   storage(key: string, dtype: SafetensorsDtype, numel: number, location: string): TorchStorage;
@@ -242,7 +251,7 @@ export function unpickle(data: Uint8Array, ctx: PickleContext): PickleValue {
   };
   const setItem = (d: PickleValue, k: PickleValue, v: PickleValue): void => {
     if (!(d instanceof PickleDict)) fail(file, 'data.pkl sets an item on something that is not a dict');
-    d.entries.set(k instanceof Array || k instanceof PickleDict ? JSON.stringify(k) : k, v);
+    d.entries.set(Array.isArray(k) || k instanceof PickleDict ? keyText(k) : k, v);
   };
   const reduce = (fn: PickleValue, args: PickleValue): PickleValue => {
     if (!(fn instanceof PickleGlobal)) fail(file, 'data.pkl calls something that is not an allowed global');
@@ -484,28 +493,32 @@ export function readTorchCheckpoint(file: string): TorchCheckpoint {
         return s;
       },
     });
-    return { file, prefix, globals: [...globals].sort(), root, tensors: collectTensors(root) };
+    return { file, prefix, globals: [...globals].sort(), root, tensors: collectTensors(root, file) };
   } finally {
     fs.closeSync(fd);
   }
 }
 
-function collectTensors(root: PickleValue): Map<string, TorchTensor> {
+// Containers nested deeper than this are refused rather than walked (a state dict nests 3 or 4 deep).
+const MAX_DEPTH = 256;
+
+function collectTensors(root: PickleValue, file: string): Map<string, TorchTensor> {
   const out = new Map<string, TorchTensor>();
   const seen = new Set<object>();  // shared or cyclic containers are walked once
-  const walk = (v: PickleValue, name: string): void => {
+  const walk = (v: PickleValue, name: string, depth: number): void => {
+    if (depth > MAX_DEPTH) fail(file, `data.pkl nests containers more than ${MAX_DEPTH} deep, which no checkpoint does`);
     if (v instanceof TorchTensor) { if (!out.has(name)) out.set(name, v); return; }
     if (v instanceof PickleDict) {
       if (seen.has(v)) return;
       seen.add(v);
-      for (const [k, x] of v.entries) walk(x as PickleValue, name === '' ? String(k) : `${name}.${String(k)}`);
+      for (const [k, x] of v.entries) walk(x as PickleValue, name === '' ? String(k) : `${name}.${String(k)}`, depth + 1);
     } else if (Array.isArray(v)) {
       if (seen.has(v)) return;
       seen.add(v);
-      v.forEach((x, i) => walk(x, name === '' ? String(i) : `${name}.${i}`));
+      v.forEach((x, i) => walk(x, name === '' ? String(i) : `${name}.${i}`, depth + 1));
     }
   };
-  walk(root, '');
+  walk(root, '', 0);
   return out;
 }
 
