@@ -21,6 +21,10 @@ export type { MaskSet, MaskLoss, Gate, GateLayerCounts } from '../types/results'
 export { parseLlamaConfig, readLlamaConfig, parseModelConfig, readModelConfig, parseLlavaConfig } from './model/config';
 export type { LlamaConfig, LlavaConfig, ClipVisionConfig, ModelConfig, ModelDtype } from './model/config';
 export { preprocessImage, readPreprocessorConfig } from './model/image';
+export { readMiniGpt4Descriptor, readMiniGpt4Yaml, miniGpt4ChatPrompt, miniGpt4TrainingPrompt, MINIGPT4_DESCRIPTOR } from './model/minigpt4';
+export type { MiniGpt4Config, MiniGpt4VisionConfig, MiniGpt4Conversation } from './model/minigpt4';
+export { readTorchCheckpoint } from './model/torch-checkpoint';
+export type { TorchCheckpoint, TorchTensor } from './model/torch-checkpoint';
 export type { ImageInput, ImagePreprocessing } from './model/image';
 export { Tokenizer } from './model/tokenizer';
 export type { Encoded, ChatMessage } from './model/tokenizer';

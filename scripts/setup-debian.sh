@@ -3,6 +3,8 @@
 # libtorch (CPU, PyTorch 1.13) and OpenBLAS. Debian's libtorch links the
 # reference BLAS through the libblas.so.3 alternative, which is ~30x slower
 # than OpenBLAS for the matrix products that dominate a forward pass.
+# python3-torch (the same PyTorch 1.13, for /usr/bin/python3): the tests that
+# check our torch.save reader and writer against real torch.save/torch.load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,9 @@ need=()
 node scripts/find-libtorch.js >/dev/null 2>&1 || need+=(libtorch-dev)
 if ! readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null | grep -q openblas; then
   [ -d /usr/lib/x86_64-linux-gnu ] && need+=(libopenblas0-pthread)
+fi
+if [ -x /usr/bin/python3 ] || command -v apt-get >/dev/null; then
+  /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || need+=(python3-torch)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
@@ -19,7 +24,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: libtorch is missing and this script can only install it as root on Debian/Ubuntu." >&2
     exit 1
   fi
-  echo "setup: note: install libopenblas0-pthread for a much faster CPU libtorch." >&2
+  echo "setup: note: install ${need[*]} (libopenblas0-pthread: a much faster CPU libtorch; python3-torch: the torch.save cross-checks, skipped without it)." >&2
   exit 0
 fi
 echo "setup: installing ${need[*]} with apt-get" >&2

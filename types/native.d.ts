@@ -35,6 +35,12 @@ export interface NativeLlavaConfig {
   featureLayers: number[]; keepCls: boolean; projectorAct: string; projectorBias: boolean; imageTokenId: number;
 }
 
+/** MiniGPT-4's image side: the EVA ViT, ln_vision, the grouping of patch tokens and llama_proj. */
+export interface NativeMiniGpt4Config {
+  vision: { imageSize: number; patchSize: number; width: number; depth: number; numHeads: number; mlpHidden: number; normEps: number };
+  lnVisionEps: number; tokensPerEmbedding: number; imageTokenId: number;
+}
+
 /**
  * The preprocessed images of one call: `count` images of channels × size × size
  * float32 values, channels first; `rows[b]` is the image of batch row b (-1: none).
@@ -44,6 +50,7 @@ export interface NativeImages { pixels: Float32Array; count: number; channels: n
 export interface NativeLoadSpec {
   config: NativeLlamaConfig;
   llava?: NativeLlavaConfig;
+  minigpt4?: NativeMiniGpt4Config;
   device: string;
   dtype: 'float32' | 'float16' | 'bfloat16';
   tensors: NativeTensorSource[];

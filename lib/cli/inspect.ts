@@ -5,6 +5,9 @@ import * as path from 'path';
 import type { Gate, MaskSet } from '../../types/results';
 import { LlamaConfig, readModelConfig } from '../model/config';
 import { readSafetensorsHeader, SafetensorsHeader } from '../model/safetensors';
+import { readTorchCheckpoint } from '../model/torch-checkpoint';
+import { torchEntries } from '../model/model';
+import { findMiniGpt4Config, MINIGPT4_DESCRIPTOR } from '../model/minigpt4';
 import type { PrivacyPair } from '../data/prepare';
 import { readPairsFile } from '../data/pairs-file';
 import { loadGate, loadMasks } from '../method/gate';
@@ -45,15 +48,22 @@ function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
   const modelConfig = readModelConfig(dir);
   const llava = modelConfig.modelType === 'llava' ? modelConfig : null;
   const config: LlamaConfig = llava ? llava.text : (modelConfig as LlamaConfig);
-  const index = path.join(dir, 'model.safetensors.index.json');
+  // safetensors (one file or an index), else torch.save files (pytorch_model.bin or an index), read without their pickles running.
+  const torchSaved = !fs.existsSync(path.join(dir, 'model.safetensors')) && !fs.existsSync(path.join(dir, 'model.safetensors.index.json'))
+    && (fs.existsSync(path.join(dir, 'pytorch_model.bin')) || fs.existsSync(path.join(dir, 'pytorch_model.bin.index.json')));
+  const index = path.join(dir, torchSaved ? 'pytorch_model.bin.index.json' : 'model.safetensors.index.json');
   let shardNames: string[];
   if (fs.existsSync(index)) {
     const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
     shardNames = [...new Set(Object.values(map))].sort();
   } else {
-    shardNames = ['model.safetensors'];
+    shardNames = [torchSaved ? 'pytorch_model.bin' : 'model.safetensors'];
   }
-  const headers = shardNames.map((f) => readSafetensorsHeader(path.join(dir, f)));
+  const headers: SafetensorsHeader[] = shardNames.map((f) => {
+    const file = path.join(dir, f);
+    if (!torchSaved) return readSafetensorsHeader(file);
+    return { file, fileSize: fs.statSync(file).size, dataStart: 0, metadata: {}, tensors: torchEntries(file) };
+  });
   const stats = tensorStats(headers);
   const shards = headers.map((h) => ({ file: path.basename(h.file), bytes: h.fileSize, tensors: h.tensors.size }));
   const has = (f: string) => fs.existsSync(path.join(dir, f));
@@ -150,10 +160,38 @@ function inspectDataSummary(file: string, d: DataSummaryFile): { doc: Inspection
   };
 }
 
+/** A torch.save file: its tensors and the globals its pickle names, without loading it into a model. */
+function inspectPth(file: string): { doc: Inspection; text: string } {
+  const ckpt = readTorchCheckpoint(file);
+  const list = [...ckpt.tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape }));
+  const values = list.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+  const bytes = fs.statSync(file).size;
+  return {
+    doc: { kind: 'torch-save', path: file, archive: ckpt.prefix, globals: ckpt.globals, tensors: list.length, values, bytes, tensorList: list },
+    text: [`torch.save file ${file}: ${list.length} tensors, ${values.toLocaleString('en-US')} values, ${bytesText(bytes)} (archive "${ckpt.prefix}")`,
+      `  pickle globals: ${ckpt.globals.join(', ') || 'none'}`,
+      textTable(['tensor', 'dtype', 'shape'], list.slice(0, 40).map((e) => [e.name, e.dtype, `[${e.shape.join(', ')}]`])),
+      ...(list.length > 40 ? [`… and ${list.length - 40} more`] : [])].join('\n'),
+  };
+}
+
+function inspectMiniGpt4(file: string): { doc: Inspection; text: string } {
+  const c = findMiniGpt4Config(file)!;
+  const v = c.vision;
+  const llama = inspectCheckpoint(c.llamaDir);
+  return {
+    doc: { kind: 'minigpt4', path: file, llamaModel: c.llamaDir, ckpt: c.ckpt, vitCheckpoint: c.vitCheckpoint, vision: v, numImageTokens: c.numImageTokens, llama: llama.doc },
+    text: [`MiniGPT-4 (Llama-2) ${file}`,
+      `  EVA ViT: ${v.depth} blocks, width ${v.embedDim}, ${v.numHeads} heads, MLP ${v.mlpHidden}, ${v.imageSize}px images in ${v.patchSize}px patches, ${v.tokensPerEmbedding} patches per embedding: ${c.numImageTokens} image embeddings`,
+      `  ViT file ${c.vitCheckpoint}`, `  stage-2 file ${c.ckpt}`, llama.text].join('\n'),
+  };
+}
+
 async function inspectPath(target: string): Promise<{ doc: Inspection; text: string }> {
   const abs = path.resolve(target);
   if (!fs.existsSync(abs)) throw new UsageError(`not found: ${abs}`);
   if (fs.statSync(abs).isDirectory()) {
+    if (fs.existsSync(path.join(abs, MINIGPT4_DESCRIPTOR))) return inspectMiniGpt4(abs);
     if (fs.existsSync(path.join(abs, 'config.json'))) return inspectCheckpoint(abs);
     if (fs.existsSync(path.join(abs, 'report.json'))) return inspectReport(path.join(abs, 'report.json'));
     const jsonl = fs.readdirSync(abs).filter((f) => f.endsWith('.jsonl')).sort();
@@ -164,6 +202,8 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
     throw new UsageError(`cannot tell what this folder is (no config.json, report.json or *.jsonl): ${abs}`);
   }
   if (abs.endsWith('.jsonl')) return inspectPairs(abs, await readPairsFile(abs));
+  if (/\.(pth|pt|bin|ckpt)$/.test(abs)) return inspectPth(abs);
+  if (/\.ya?ml$/.test(abs) || path.basename(abs) === MINIGPT4_DESCRIPTOR) return inspectMiniGpt4(abs);
   if (abs.endsWith('.safetensors')) {
     const header = readSafetensorsHeader(abs);
     if (header.metadata.format === 'ngate.gate') return inspectGate(abs, loadGate(abs));
@@ -189,7 +229,7 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
     }
     if (path.basename(abs) === 'config.json') return inspectCheckpoint(path.dirname(abs));
   }
-  throw new UsageError(`cannot tell what this file is (expected a checkpoint folder, a masks or gate .safetensors, a pairs .jsonl, a data summary.json, an eval report or a demo report): ${abs}`);
+  throw new UsageError(`cannot tell what this file is (expected a checkpoint folder, a MiniGPT-4 descriptor, a .pth, a masks or gate .safetensors, a pairs .jsonl, a data summary.json, an eval report or a demo report): ${abs}`);
 }
 
 async function inspectCommand(ctx: Context, _o: Record<string, unknown>, args: string[]): Promise<void> {
@@ -198,6 +238,6 @@ async function inspectCommand(ctx: Context, _o: Record<string, unknown>, args: s
 }
 
 export function addInspectCommand(define: Define): Command {
-  return addOutputOptions(define('inspect', 'describe any file ngate reads or writes: a checkpoint folder, masks or gate file, pairs file, data summary, eval report or demo report', inspectCommand)
+  return addOutputOptions(define('inspect', 'describe any file ngate reads or writes: a checkpoint folder, MiniGPT-4 descriptor, .pth file, masks or gate file, pairs file, data summary, eval report or demo report', inspectCommand)
     .argument('<path>', 'file or folder'));
 }

@@ -227,9 +227,11 @@ export function withDemoSettings<T extends Record<string, unknown>>(ctx: Context
 
 export function modelDirOf(o: ModelOpts): string {
   const dir = path.resolve(o.model ?? defaultModelDir());
-  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+  // A MiniGPT-4 descriptor: a folder with minigpt4.json, that file, or the original's eval YAML.
+  const descriptor = fs.existsSync(path.join(dir, 'minigpt4.json')) || (/\.(json|ya?ml)$/i.test(dir) && fs.existsSync(dir) && fs.statSync(dir).isFile());
+  if (!descriptor && !fs.existsSync(path.join(dir, 'config.json'))) {
     const hint = o.model === undefined ? ' (the embedded demo model is missing from this installation; pass --model DIR)' : '';
-    throw new UsageError(`model folder not found or without config.json: ${dir}${hint}`);
+    throw new UsageError(`model folder not found or without config.json (nor a MiniGPT-4 descriptor): ${dir}${hint}`);
   }
   return dir;
 }
@@ -267,7 +269,7 @@ export function checkLayers(model: Model, layers: number[] | undefined): void {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('--model <dir>', 'Hugging Face checkpoint folder (default: the embedded demo model)')
+    .option('--model <dir>', 'Hugging Face checkpoint folder or MiniGPT-4 descriptor (default: the embedded demo model)')
     .option('--device <device>', 'cpu, cuda or cuda:N (default cpu)')
     .addOption(new Option('--dtype <dtype>', 'compute dtype (default float32 on cpu, bfloat16 on cuda)').choices(['float32', 'float16', 'bfloat16']));
 }

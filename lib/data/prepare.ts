@@ -66,6 +66,7 @@ export function validatePairs(pairs: PrivacyPair[]): void {
  * it. With an image, the user turn is "<image>\n" + query, LLaVA-1.5's layout.
  */
 export function renderQuery(model: Model, query: string, withImage = false): { prompt: string; queryStart: number } {
+  if (model.minigpt4) throw new NgateError('ERR_INPUT', 'MiniGPT-4 prompts are rendered by model.encodeUserTurn', { field: 'model' });
   let content = query;
   if (withImage) {
     const token = model.imageToken;
@@ -93,9 +94,21 @@ function occurrences(text: string, needle: string): number[] {
  * Prompt ids of a query and the token positions of its subject. With an
  * image (LLaVA) the image token is expanded to the image's token count, and
  * subject positions are counted in the expanded ids; they never fall on it.
+ * `purpose` matters for MiniGPT-4 only: 'generate' is its Chat prompt,
+ * 'train' the training sequence of MiniGPTBase.forward (for losses).
  */
-export async function encodeQuery(model: Model, query: string, subject: string, image?: string): Promise<{ ids: number[]; subjectPositions: number[] }> {
+export async function encodeQuery(model: Model, query: string, subject: string, image?: string,
+  purpose: 'generate' | 'train' = 'generate'): Promise<{ ids: number[]; subjectPositions: number[] }> {
   const withImage = image !== undefined;
+  if (model.minigpt4) {
+    const enc = await model.encodeUserTurn(query, { image: withImage, purpose });
+    const positions = new Set<number>();
+    for (const at of occurrences(query, subject)) {
+      const start = enc.queryStart + at;
+      for (const t of model.tokenizer.tokenPositionsOfSpan(enc.offsets, start, start + subject.length)) positions.add(t);
+    }
+    return { ids: enc.ids, subjectPositions: [...positions].sort((a, b) => a - b) };
+  }
   const { prompt, queryStart } = renderQuery(model, query, withImage);
   // The template writes BOS itself, as transformers' apply_chat_template assumes.
   const enc = await model.tokenizer.encode(prompt, { addSpecialTokens: false });
@@ -122,10 +135,16 @@ export async function encodeQuery(model: Model, query: string, subject: string, 
 }
 
 async function prepareSequence(model: Model, query: string, subject: string, answer: string, image?: string): Promise<PreparedSequence> {
-  const { ids, subjectPositions } = await encodeQuery(model, query, subject, image);
-  const answerIds = (await model.tokenizer.encode(answer, { addSpecialTokens: false })).ids;
-  const eos = model.eosTokenIds[0];
-  const full = [...ids, ...answerIds, ...(eos !== undefined ? [eos] : [])];
+  const { ids, subjectPositions } = await encodeQuery(model, query, subject, image, 'train');
+  let full: number[];
+  if (model.minigpt4) {
+    // MiniGPTBase.forward's target: the answer and end_sym ("</s>") tokenized together.
+    full = [...ids, ...(await model.tokenizer.encode(answer + model.minigpt4.endSym, { addSpecialTokens: false })).ids];
+  } else {
+    const answerIds = (await model.tokenizer.encode(answer, { addSpecialTokens: false })).ids;
+    const eos = model.eosTokenIds[0];
+    full = [...ids, ...answerIds, ...(eos !== undefined ? [eos] : [])];
+  }
   if (full.length === ids.length) throw new NgateError('ERR_INPUT', `the answer ${JSON.stringify(answer)} has no tokens`);
   const out: PreparedSequence = { ids: full, subjectPositions, answerStart: ids.length };
   if (image !== undefined) out.image = image;
@@ -149,7 +168,7 @@ export async function preparePairs(model: Model, pairs: PrivacyPair[], opts: { r
   }
   const out: PreparedPair[] = [];
   for (const [i, p] of pairs.entries()) {
-    if (p.image !== undefined && !model.llava) {
+    if (p.image !== undefined && model.imageTokenId === null) {
       throw pairError(p, i, 'image', 'is set, but this model has no vision tower');
     }
     const refusal = p.refusal ?? opts.refusal ?? defaultRefusalResponse();
@@ -209,7 +228,7 @@ export async function toNativeInputs(model: Model, pairs: PreparedPair[]): Promi
   if (paths.length === 0) return { pairs: toNativePairs(pairs) };
   const index = new Map(paths.map((f, i) => [f, i]));
   // prepareImages decodes each path once; the ids here are already expanded.
-  const { native } = await model.prepareImages(paths.map(() => [model.llava!.imageTokenId]), paths, 'pairs');
+  const { native } = await model.prepareImages(paths.map(() => [model.imageTokenId!]), paths, 'pairs');
   const at = (s: PreparedSequence) => (s.image === undefined ? -1 : index.get(s.image)!);
   return {
     pairs: pairs.map((p) => ({ sensitive: withImage(p.sensitive, at(p.sensitive)), benign: withImage(p.benign, at(p.benign)) })),

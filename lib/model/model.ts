@@ -8,6 +8,11 @@ import { ImageInput, ImagePreprocessing, preprocessImage, readPreprocessorConfig
 import { abortError, isNgateError, NgateError } from '../util/errors';
 import { ensureAddon, loadAddon, loadedAddon, setThreads } from './native';
 import { encodeSafetensorsHeader, readSafetensorsHeader, SafetensorsDtype, TensorEntry } from './safetensors';
+import { readTorchCheckpoint, stateDict } from './torch-checkpoint';
+import {
+  encodeMiniGpt4Prompt, findMiniGpt4Config, MiniGpt4Config, miniGpt4ChatPrompt, miniGpt4TrainingPrompt, MINIGPT4_DESCRIPTOR,
+  serializeMiniGpt4Descriptor,
+} from './minigpt4';
 import { Tokenizer } from './tokenizer';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -114,6 +119,8 @@ export interface SaveOptions {
 
 const WEIGHT_INDEX = 'model.safetensors.index.json';
 const SINGLE_WEIGHTS = 'model.safetensors';
+const BIN_INDEX = 'pytorch_model.bin.index.json';
+const SINGLE_BIN = 'pytorch_model.bin';
 // Files besides the weights and config that make a checkpoint usable as it was.
 const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model',
   'generation_config.json', 'chat_template.json', 'chat_template.jinja', 'added_tokens.json',
@@ -155,56 +162,86 @@ function resolveDevice(device: string, info: NativeInfo): string {
   return device;
 }
 
-// Every tensor of the checkpoint, from model.safetensors or the shards an index names.
+// Every tensor of the checkpoint: model.safetensors or the shards an index
+// names, else the torch.save files older saves have (pytorch_model.bin or its
+// shards), read without executing their pickles.
 function listCheckpointTensors(dir: string): Map<string, { file: string; entry: TensorEntry }> {
+  const has = (f: string) => fs.existsSync(path.join(dir, f));
+  if (has(WEIGHT_INDEX)) return listIndexed(dir, WEIGHT_INDEX, safetensorsEntries);
+  if (has(SINGLE_WEIGHTS)) return listSingle(path.join(dir, SINGLE_WEIGHTS), safetensorsEntries);
+  if (has(BIN_INDEX)) return listIndexed(dir, BIN_INDEX, torchEntries);
+  if (has(SINGLE_BIN)) return listSingle(path.join(dir, SINGLE_BIN), torchEntries);
+  throw new NgateError('ERR_MISSING_FILE', `no weights: none of ${SINGLE_WEIGHTS}, ${WEIGHT_INDEX}, ${SINGLE_BIN}, ${BIN_INDEX} exists in this folder`, { file: dir });
+}
+
+/** The file that names the weights of `dir`, for messages. */
+function weightsFileOf(dir: string): string {
+  for (const f of [WEIGHT_INDEX, SINGLE_WEIGHTS, BIN_INDEX, SINGLE_BIN]) if (fs.existsSync(path.join(dir, f))) return path.join(dir, f);
+  return dir;
+}
+
+function safetensorsEntries(file: string): Map<string, TensorEntry> {
+  return readSafetensorsHeader(file).tensors;
+}
+
+/** The tensors of a torch.save state dict as byte ranges of the file. */
+export function torchEntries(file: string, keyPath: string[] = []): Map<string, TensorEntry> {
+  const out = new Map<string, TensorEntry>();
+  for (const [name, t] of stateDict(readTorchCheckpoint(file), keyPath)) {
+    if (!t.contiguous) {
+      // Only a dense row-major tensor is one range of the file that the addon can map.
+      throw new NgateError('ERR_CHECKPOINT', `tensor ${name} is stored as a strided view of another tensor; resave the file with contiguous tensors`, { file });
+    }
+    out.set(name, { name, dtype: t.dtype, shape: t.shape, begin: t.begin, end: t.end });
+  }
+  return out;
+}
+
+function listSingle(file: string, read: (file: string) => Map<string, TensorEntry>): Map<string, { file: string; entry: TensorEntry }> {
   const out = new Map<string, { file: string; entry: TensorEntry }>();
-  const indexFile = path.join(dir, WEIGHT_INDEX);
-  let files: string[];
-  if (fs.existsSync(indexFile)) {
-    let index: unknown;
-    try {
-      index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
-    } catch (e) {
-      throw new NgateError('ERR_CHECKPOINT', `not valid JSON: ${(e as Error).message}`, { file: indexFile });
+  for (const [name, entry] of read(file)) out.set(name, { file, entry });
+  return out;
+}
+
+function listIndexed(dir: string, indexName: string, read: (file: string) => Map<string, TensorEntry>): Map<string, { file: string; entry: TensorEntry }> {
+  const out = new Map<string, { file: string; entry: TensorEntry }>();
+  const indexFile = path.join(dir, indexName);
+  let index: unknown;
+  try {
+    index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+  } catch (e) {
+    throw new NgateError('ERR_CHECKPOINT', `not valid JSON: ${(e as Error).message}`, { file: indexFile });
+  }
+  const map = (index as { weight_map?: unknown })?.weight_map;
+  if (!map || typeof map !== 'object' || Array.isArray(map)) {
+    throw new NgateError('ERR_CHECKPOINT', 'has no "weight_map" object', { file: indexFile, field: 'weight_map' });
+  }
+  const named = new Map<string, string>();
+  for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
+    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+      throw new NgateError('ERR_CHECKPOINT', `weight_map entry for ${tensor} is not a file name in the folder`, { file: indexFile, field: `weight_map.${tensor}` });
     }
-    const map = (index as { weight_map?: unknown })?.weight_map;
-    if (!map || typeof map !== 'object' || Array.isArray(map)) {
-      throw new NgateError('ERR_CHECKPOINT', 'has no "weight_map" object', { file: indexFile, field: 'weight_map' });
-    }
-    const named = new Map<string, string>();
-    for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
-      if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
-        throw new NgateError('ERR_CHECKPOINT', `weight_map entry for ${tensor} is not a file name in the folder`, { file: indexFile, field: `weight_map.${tensor}` });
-      }
-      named.set(tensor, shard);
-    }
-    files = [...new Set(named.values())];
-    for (const shard of files) {
-      const file = path.join(dir, shard);
-      if (!fs.existsSync(file)) {
-        throw new NgateError('ERR_MISSING_FILE', `is named by ${WEIGHT_INDEX} but does not exist`, { file });
-      }
-    }
-    for (const shard of files) {
-      const header = readSafetensorsHeader(path.join(dir, shard));
-      for (const [name, entry] of header.tensors) {
-        if (out.has(name)) {
-          throw new NgateError('ERR_CHECKPOINT', `tensor ${name} is stored twice (also in ${path.basename(out.get(name)!.file)})`, { file: header.file });
-        }
-        out.set(name, { file: header.file, entry });
-      }
-    }
-    for (const [tensor, shard] of named) {
-      const got = out.get(tensor);
-      if (!got) throw new NgateError('ERR_MISSING_TENSOR', `tensor ${tensor} is not in ${shard}, where ${WEIGHT_INDEX} places it`, { file: path.join(dir, shard) });
-    }
-  } else {
-    const file = path.join(dir, SINGLE_WEIGHTS);
+    named.set(tensor, shard);
+  }
+  const files = [...new Set(named.values())];
+  for (const shard of files) {
+    const file = path.join(dir, shard);
     if (!fs.existsSync(file)) {
-      throw new NgateError('ERR_MISSING_FILE', `no weights: neither ${SINGLE_WEIGHTS} nor ${WEIGHT_INDEX} exists in this folder`, { file: dir });
+      throw new NgateError('ERR_MISSING_FILE', `is named by ${indexName} but does not exist`, { file });
     }
-    const header = readSafetensorsHeader(file);
-    for (const [name, entry] of header.tensors) out.set(name, { file, entry });
+  }
+  for (const shard of files) {
+    const file = path.join(dir, shard);
+    for (const [name, entry] of read(file)) {
+      if (out.has(name)) {
+        throw new NgateError('ERR_CHECKPOINT', `tensor ${name} is stored twice (also in ${path.basename(out.get(name)!.file)})`, { file });
+      }
+      out.set(name, { file, entry });
+    }
+  }
+  for (const [tensor, shard] of named) {
+    const got = out.get(tensor);
+    if (!got) throw new NgateError('ERR_MISSING_TENSOR', `tensor ${tensor} is not in ${shard}, where ${indexName} places it`, { file: path.join(dir, shard) });
   }
   return out;
 }
@@ -464,6 +501,8 @@ export class Model {
   readonly config: LlamaConfig;
   /** The LLaVA config (vision tower, projector, image token), or null for a text-only model. */
   readonly llava: LlavaConfig | null;
+  /** The MiniGPT-4 settings (descriptor, files, prompt), or null for other models. */
+  readonly minigpt4: MiniGpt4Config | null;
   /** How images are preprocessed (LLaVA), from preprocessor_config.json. */
   readonly imagePreprocessing: ImagePreprocessing | null;
   /** Our tensor name → the name the checkpoint stored it under (they differ for LLaVA layouts). */
@@ -481,8 +520,10 @@ export class Model {
   /** @internal use loadModel() */
   constructor(args: { dir: string; config: LlamaConfig; tokenizer: Tokenizer; device: string; dtype: ModelDtype;
     native: NativeModel; sourceDtypes: Map<string, SafetensorsDtype>; eosTokenIds: number[];
-    llava?: LlavaConfig | null; imagePreprocessing?: ImagePreprocessing | null; storedNames?: Map<string, string> }) {
+    llava?: LlavaConfig | null; imagePreprocessing?: ImagePreprocessing | null; storedNames?: Map<string, string>;
+    minigpt4?: MiniGpt4Config | null }) {
     this.dir = args.dir;
+    this.minigpt4 = args.minigpt4 ?? null;
     this.config = args.config;
     this.llava = args.llava ?? null;
     this.imagePreprocessing = args.imagePreprocessing ?? null;
@@ -532,8 +573,9 @@ export class Model {
 
   private checkIds(ids: number[], where: string): void {
     const V = this.config.vocabSize;
+    const image = this.imageTokenId;
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= V) {
+      if ((!Number.isInteger(id) || id < 0 || id >= V) && id !== image) {
         throw new NgateError('ERR_INPUT', `${where}: token id ${id} is not an integer in [0, ${V})`, { field: where });
       }
     }
@@ -541,7 +583,48 @@ export class Model {
 
   /** The image token's text in prompts ("<image>" for LLaVA-1.5), or null when the tokenizer has none. */
   get imageToken(): string | null {
+    if (this.minigpt4) return this.minigpt4.imagePlaceholder;
     return this.llava ? this.tokenizer.idToToken(this.llava.imageTokenId) : null;
+  }
+
+  /**
+   * The id that marks image positions in token ids, or null without a vision
+   * side: LLaVA's image token; for MiniGPT-4, whose vocabulary has none, the
+   * decoder's vocabulary size (one past its last id).
+   */
+  get imageTokenId(): number | null {
+    if (this.minigpt4) return this.config.vocabSize;
+    return this.llava ? this.llava.imageTokenId : null;
+  }
+
+  /** Positions one image takes in the ids (576 for LLaVA-1.5, 64 for MiniGPT-4), or 0 without a vision side. */
+  get imageTokenCount(): number {
+    return this.minigpt4 ? this.minigpt4.numImageTokens : this.llava ? this.llava.imageTokens : 0;
+  }
+
+  /**
+   * Token ids of a query as this model's own prompt, and its character span
+   * mapped to them: `offsets` index `prompt`, image positions have empty
+   * ranges. `purpose: 'generate'` is the prompt a user turn gets when the
+   * model answers (the chat template; MiniGPT-4's Chat prompt), `'train'` the
+   * prompt of a loss toward a target answer (the same, except for MiniGPT-4,
+   * whose training sequence of MiniGPTBase.forward differs from its chat
+   * prompt). With an image, its run of image ids is in place.
+   */
+  async encodeUserTurn(query: string, opts: { image?: boolean; purpose?: 'generate' | 'train' } = {}):
+    Promise<{ ids: number[]; offsets: [number, number][]; prompt: string; queryStart: number }> {
+    const m = this.minigpt4;
+    if (!m) throw new NgateError('ERR_INPUT', 'encodeUserTurn is for MiniGPT-4 models; other models render their chat template', { field: 'model' });
+    const { prompt, queryStart } = opts.purpose === 'train' ? miniGpt4TrainingPrompt(m, query, !!opts.image) : miniGpt4ChatPrompt(m, query, !!opts.image);
+    const enc = await this.encodeMiniGpt4(prompt, opts.purpose === 'train' ? 'prepend' : 'first-segment');
+    if (enc.images !== (opts.image ? 1 : 0)) {
+      throw new NgateError('ERR_INPUT', `the query ${JSON.stringify(query)} holds the image placeholder ${m.imagePlaceholder}`, { field: 'query' });
+    }
+    return { ids: enc.ids, offsets: enc.offsets, prompt, queryStart };
+  }
+
+  private encodeMiniGpt4(prompt: string, bos: 'first-segment' | 'prepend') {
+    return encodeMiniGpt4Prompt(this.tokenizer, this.minigpt4!, prompt, { bos, imageTokenId: this.config.vocabSize, bosId: this.tokenizer.bosTokenId ?? this.config.bosTokenId });
   }
 
   /**
@@ -552,6 +635,7 @@ export class Model {
    * rest as text. Returns the prompt and the text part that must appear in it.
    */
   renderUserTurn(text: string): string {
+    if (this.minigpt4) return miniGpt4ChatPrompt(this.minigpt4, text, false).prompt;
     let plain: string | null = null;
     let plainError: unknown = null;
     try {
@@ -583,9 +667,9 @@ export class Model {
   async prepareImages(ids: number[][], images: (ImageInput | null)[] | undefined, where: string):
     Promise<{ ids: number[][]; native?: NativeImages; imageAt: number[] }> {
     const imageAt = ids.map(() => -1);
+    const tok = this.imageTokenId;
     if (images === undefined || images === null) {
-      if (this.llava) {
-        const tok = this.llava.imageTokenId;
+      if (tok !== null) {
         ids.forEach((r, i) => {
           if (r.includes(tok)) {
             throw new NgateError('ERR_INPUT', `${where}[${i}] holds the image token (id ${tok}) but no image is given for it`, { field: `${where}[${i}]` });
@@ -594,13 +678,13 @@ export class Model {
       }
       return { ids, imageAt };
     }
-    if (!this.llava) {
+    if (tok === null) {
       throw new NgateError('ERR_INPUT', `images were given, but this model (model_type "${this.config.modelType}") has no vision tower`, { field: 'images' });
     }
     if (!Array.isArray(images) || images.length !== ids.length) {
       throw new NgateError('ERR_INPUT', `images must hold one image (or null) per sequence: ${ids.length} expected, got ${Array.isArray(images) ? images.length : typeof images}`, { field: 'images' });
     }
-    const { imageTokenId: tok, imageTokens: n } = this.llava;
+    const n = this.imageTokenCount;
     const out: number[][] = [];
     const keys = new Map<ImageInput, number>();
     const unique: { input: ImageInput; field: string }[] = [];
@@ -639,7 +723,7 @@ export class Model {
       rows[i] = k;
     });
     if (unique.length === 0) return { ids: out, imageAt };
-    const S = this.llava.vision.imageSize, C = 3;
+    const S = this.minigpt4 ? this.minigpt4.vision.imageSize : this.llava!.vision.imageSize, C = 3;
     const pixels = new Float32Array(unique.length * C * S * S);
     for (const [k, u] of unique.entries()) pixels.set(await preprocessImage(u.input, this.imagePreprocessing!, u.field), k * C * S * S);
     return { ids: out, imageAt, native: { pixels, count: unique.length, channels: C, size: S, rows } };
@@ -667,13 +751,23 @@ export class Model {
     return res;
   }
 
-  /** Turns prompts (text, or token ids as they are) into token ids. */
-  async encodePrompts(prompts: (string | number[])[], chat = false): Promise<number[][]> {
+  /**
+   * Turns prompts (text, or token ids as they are) into token ids. MiniGPT-4
+   * text is encoded as get_context_emb does (split at the image placeholder,
+   * BOS on the first piece, the image's run in between); with `chat`, a
+   * question becomes its Chat prompt first, with the image message when
+   * `images[i]` is given.
+   */
+  async encodePrompts(prompts: (string | number[])[], chat = false, images?: (ImageInput | null)[]): Promise<number[][]> {
     const out: number[][] = [];
     for (const [i, p] of prompts.entries()) {
       if (Array.isArray(p)) { this.checkIds(p, `prompts[${i}]`); out.push(p.slice()); continue; }
       if (typeof p !== 'string') throw new NgateError('ERR_INPUT', `prompts[${i}] must be a string or an array of token ids`, { field: `prompts[${i}]` });
-      if (chat) {
+      if (this.minigpt4) {
+        const withImage = Array.isArray(images) && images[i] !== null && images[i] !== undefined;
+        const text = chat ? miniGpt4ChatPrompt(this.minigpt4, p, withImage).prompt : p;
+        out.push((await this.encodeMiniGpt4(text, 'first-segment')).ids);
+      } else if (chat) {
         // The template writes the BOS text itself, as transformers' apply_chat_template does.
         const text = this.renderUserTurn(p);
         out.push((await this.tokenizer.encode(text, { addSpecialTokens: false })).ids);
@@ -704,7 +798,7 @@ export class Model {
     const onProgress = opts.onProgress;
     // Encoding happens inside the queue so that calls run in the order they were made.
     return this.exclusive(async (native) => {
-      const { ids: encoded, native: images } = await this.prepareImages(await this.encodePrompts(prompts, !!opts.chat), opts.images, 'prompts');
+      const { ids: encoded, native: images } = await this.prepareImages(await this.encodePrompts(prompts, !!opts.chat, opts.images), opts.images, 'prompts');
       const stream = stops.length > 0 || opts.onToken ? new AnswerStream(this.tokenizer, encoded.length, stops, opts.onToken) : null;
       const res = await withToken(opts.signal, (token) => native.generate(
         encoded.map((p) => Int32Array.from(p)),
@@ -781,11 +875,12 @@ export class Model {
 
   private async saveWith(native: NativeModel, dir: string, opts: SaveOptions): Promise<void> {
     const target = path.resolve(dir);
-    const source = fs.realpathSync(this.dir);
+    const m = this.minigpt4;
+    const sources = [this.dir, ...(m ? [m.llamaDir, path.dirname(m.ckpt), path.dirname(m.vitCheckpoint)] : [])].map((d) => fs.realpathSync(d));
     const parent = path.dirname(target);
     if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
     const realTarget = fs.existsSync(target) ? fs.realpathSync(target) : path.join(fs.realpathSync(parent), path.basename(target));
-    if (realTarget === source || source.startsWith(realTarget + path.sep)) {
+    if (sources.some((source) => realTarget === source || source.startsWith(realTarget + path.sep))) {
       throw new NgateError('ERR_SAVE', 'refusing to write over the folder the model was loaded from', { file: target });
     }
     if (fs.existsSync(target)) {
@@ -794,7 +889,8 @@ export class Model {
         throw new NgateError('ERR_SAVE', 'exists and is not empty (pass { overwrite: true } to replace it)', { file: target });
       }
     }
-    const params = native.parameters();
+    // MiniGPT-4: the decoder becomes a Llama folder; the image side stays in its two .pth files, copied unchanged.
+    const params = native.parameters().filter((p) => !m || !(p.name.startsWith('visual_encoder.') || p.name.startsWith('llama_proj.')));
     const maxShard = opts.maxShardBytes ?? 5e9;
     const dtypeOf = (name: string): SafetensorsDtype =>
       opts.dtype ? TO_SAFETENSORS[opts.dtype] : (this.sourceDtypes.get(name) ?? TO_SAFETENSORS[this.dtype]);
@@ -810,6 +906,8 @@ export class Model {
     }
     const tmp = path.join(parent, `.${path.basename(target)}.ngate-tmp-${process.pid}-${Date.now().toString(36)}`);
     fs.mkdirSync(tmp);
+    const out = m ? path.join(tmp, 'llama') : tmp;
+    if (m) fs.mkdirSync(out);
     try {
       const names = shards.length === 1 ? [SINGLE_WEIGHTS]
         : shards.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`);
@@ -820,20 +918,28 @@ export class Model {
         // Each tensor under the name the loaded checkpoint used, so a LLaVA keeps its key layout.
         const stored = (n: string) => this.storedNames.get(n) ?? n;
         const { header } = encodeSafetensorsHeader(shard.map((p, j) => ({ name: stored(p.name), dtype: dtypes[j], shape: p.shape })), { format: 'pt' });
-        await withToken(opts.signal, (token) => native.writeTensors(path.join(tmp, names[i]), header, shard.map((p) => p.name), dtypes, token));
+        await withToken(opts.signal, (token) => native.writeTensors(path.join(out, names[i]), header, shard.map((p) => p.name), dtypes, token));
         for (const p of shard) { weightMap[stored(p.name)] = names[i]; total += bytesOf(p); }
         opts.onProgress?.({ stage: 'save', done: i + 1, total: shards.length });
       }
       if (shards.length > 1) {
-        fs.writeFileSync(path.join(tmp, WEIGHT_INDEX), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
+        fs.writeFileSync(path.join(out, WEIGHT_INDEX), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
       }
       const savedDtypes = new Set(params.map((p) => dtypeOf(p.name)));
       const uniform = savedDtypes.size === 1 ? ([...savedDtypes][0] as SafetensorsDtype) : null;
       const fromSt: Record<string, ModelDtype> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-      fs.writeFileSync(path.join(tmp, 'config.json'), serializeConfig(this.llava ?? this.config, uniform ? { dtype: fromSt[uniform] } : {}));
+      fs.writeFileSync(path.join(out, 'config.json'), serializeConfig(this.llava ?? this.config, uniform ? { dtype: fromSt[uniform] } : {}));
       for (const f of COMPANION_FILES) {
-        const src = path.join(this.dir, f);
-        if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
+        const src = path.join(m ? m.llamaDir : this.dir, f);
+        if (fs.existsSync(src)) fs.copyFileSync(src, path.join(out, f));
+      }
+      if (m) {
+        // The two .pth files as they were (a copy-on-write clone where the filesystem has one).
+        const ckpt = path.basename(m.ckpt);
+        const vit = path.basename(m.vitCheckpoint) === ckpt ? `vit-${path.basename(m.vitCheckpoint)}` : path.basename(m.vitCheckpoint);
+        fs.copyFileSync(m.ckpt, path.join(tmp, ckpt), fs.constants.COPYFILE_FICLONE);
+        fs.copyFileSync(m.vitCheckpoint, path.join(tmp, vit), fs.constants.COPYFILE_FICLONE);
+        fs.writeFileSync(path.join(tmp, MINIGPT4_DESCRIPTOR), serializeMiniGpt4Descriptor(m, { llamaModel: 'llama', ckpt, vitCheckpoint: vit }));
       }
       if (opts.signal?.aborted) throw abortReason(opts.signal);
       // Swap into place: a crash before this line leaves only the hidden temp folder.
@@ -886,8 +992,10 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   if (opts.dtype !== undefined && !(['float32', 'float16', 'bfloat16'] as string[]).includes(opts.dtype)) {
     throw new NgateError('ERR_INPUT', `unknown dtype "${opts.dtype}" (expected float32, float16 or bfloat16)`, { field: 'dtype' });
   }
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
-    throw new NgateError('ERR_MISSING_FILE', 'is not a folder', { file: dir });
+  // A MiniGPT-4 descriptor (folder with minigpt4.json, the file, or the original's YAML) names a Llama folder.
+  const minigpt4 = fs.existsSync(dir) ? findMiniGpt4Config(dir) : null;
+  if (!minigpt4 && (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())) {
+    throw new NgateError('ERR_MISSING_FILE', 'is not a folder (nor a MiniGPT-4 descriptor)', { file: dir });
   }
   const addon = await ensureAddon();
   if (opts.threads !== undefined) await setThreads(opts.threads);
@@ -896,12 +1004,16 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   if (device === 'cpu' && dtype === 'float16' && /^1\./.test(addon.info().torchVersion)) {
     throw new NgateError('ERR_DEVICE', `float16 on the CPU is not supported by libtorch ${addon.info().torchVersion} (no half-precision CPU matrix products); use float32 or bfloat16`, { field: 'dtype' });
   }
-  const modelConfig = readModelConfig(dir);
+  const llmDir = minigpt4 ? minigpt4.llamaDir : dir;
+  const modelConfig = readModelConfig(llmDir);
+  if (minigpt4 && modelConfig.modelType !== 'llama') {
+    throw new NgateError('ERR_CONFIG', `llama_model names a ${modelConfig.modelType} checkpoint; MiniGPT-4 needs a Llama folder`, { file: minigpt4.file, field: 'llama_model' });
+  }
   const llava = modelConfig.modelType === 'llava' ? modelConfig : null;
   const config = llava ? llava.text : modelConfig as LlamaConfig;
-  const imagePreprocessing = llava ? readPreprocessorConfig(dir, llava.vision) : null;
-  const tokenizer = await Tokenizer.fromDir(dir);
-  let stored = listCheckpointTensors(dir);
+  const imagePreprocessing = llava ? readPreprocessorConfig(dir, llava.vision) : minigpt4 ? miniGpt4Preprocessing(minigpt4) : null;
+  const tokenizer = await Tokenizer.fromDir(llmDir);
+  let stored = listCheckpointTensors(llmDir);
   const storedNames = new Map<string, string>();
   if (llava) {
     // Our names for the tensors of whichever key layout the file has.
@@ -924,7 +1036,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   for (const { name, shape } of expected) {
     const found = stored.get(name);
     if (!found) {
-      const where = fs.existsSync(path.join(dir, WEIGHT_INDEX)) ? path.join(dir, WEIGHT_INDEX) : path.join(dir, SINGLE_WEIGHTS);
+      const where = weightsFileOf(llmDir);
       const what = llava ? `${name} (in any LLaVA key layout, e.g. ${llavaExampleName(name)})` : name;
       throw new NgateError('ERR_MISSING_TENSOR', `tensor ${what} is missing from the checkpoint`, { file: where });
     }
@@ -938,6 +1050,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     sourceDtypes.set(name, e.dtype === 'F64' ? 'F32' : e.dtype);
     tensors.push({ name, file: found.file, dtype: e.dtype, shape: e.shape, begin: e.begin, end: e.end });
   }
+  if (minigpt4) tensors.push(...miniGpt4VisionTensors(minigpt4, config));
   const native = new addon.NativeModel();
   const onProgress = opts.onProgress;
   await withToken(opts.signal, (token) => native.load({
@@ -951,13 +1064,70 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
       vision: { ...llava.vision }, featureLayers: llava.featureLayers, keepCls: llava.selectStrategy === 'full',
       projectorAct: llava.projectorAct, projectorBias: llava.projectorBias, imageTokenId: llava.imageTokenId,
     } : undefined,
+    minigpt4: minigpt4 ? {
+      vision: { imageSize: minigpt4.vision.imageSize, patchSize: minigpt4.vision.patchSize, width: minigpt4.vision.embedDim,
+        depth: minigpt4.vision.depth, numHeads: minigpt4.vision.numHeads, mlpHidden: minigpt4.vision.mlpHidden, normEps: minigpt4.vision.normEps },
+      lnVisionEps: minigpt4.vision.lnVisionEps, tokensPerEmbedding: minigpt4.vision.tokensPerEmbedding, imageTokenId: config.vocabSize,
+    } : undefined,
     device, dtype, tensors,
   }, token, onProgress ? (done, total) => onProgress({ stage: 'load', done, total }) : undefined)).catch((e) => {
     native.dispose();
     throw e;
   });
-  const eos = [...new Set([...config.eosTokenIds, ...readGenerationEos(dir),
+  const eos = [...new Set([...config.eosTokenIds, ...readGenerationEos(llmDir),
     ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
-  return new Model({ dir: path.resolve(dir), config, tokenizer, device, dtype, native, sourceDtypes, eosTokenIds: eos,
-    llava, imagePreprocessing, storedNames });
+  return new Model({ dir: minigpt4 ? path.dirname(path.resolve(minigpt4.file)) : path.resolve(dir), config, tokenizer, device, dtype, native, sourceDtypes, eosTokenIds: eos,
+    llava, imagePreprocessing, storedNames, minigpt4 });
+}
+
+/** Blip2ImageEvalProcessor: a bicubic squash to the square size (no crop), /255, the mean and std. */
+function miniGpt4Preprocessing(m: MiniGpt4Config): ImagePreprocessing {
+  const S = m.visProcessor.imageSize;
+  return { doResize: true, size: { height: S, width: S }, doCenterCrop: false, crop: { height: S, width: S },
+    doRescale: true, rescaleFactor: 1 / 255, doNormalize: true, mean: m.visProcessor.mean, std: m.visProcessor.std, file: m.file };
+}
+
+/**
+ * MiniGPT-4's image-side weights, as the addon names them: the ViT's from
+ * eva_vit_g.pth ("visual_encoder.<key>"; the file's extra 40th block and any
+ * other key the model does not build are skipped, as strict=False loading
+ * does) and llama_proj from the stage-2 file's "model" dict (its other
+ * entries, such as rotary inv_freq buffers, are not read).
+ */
+function miniGpt4VisionTensors(m: MiniGpt4Config, text: LlamaConfig): NativeTensorSource[] {
+  const v = m.vision, D = v.embedDim;
+  const grid = v.imageSize / v.patchSize;
+  const expected: { name: string; shape: number[] }[] = [
+    { name: 'cls_token', shape: [1, 1, D] }, { name: 'pos_embed', shape: [1, grid * grid + 1, D] },
+    { name: 'patch_embed.proj.weight', shape: [D, 3, v.patchSize, v.patchSize] }, { name: 'patch_embed.proj.bias', shape: [D] },
+  ];
+  for (let i = 0; i < v.depth; i++) {
+    const p = `blocks.${i}.`;
+    expected.push({ name: `${p}norm1.weight`, shape: [D] }, { name: `${p}norm1.bias`, shape: [D] },
+      { name: `${p}attn.q_bias`, shape: [D] }, { name: `${p}attn.v_bias`, shape: [D] }, { name: `${p}attn.qkv.weight`, shape: [3 * D, D] },
+      { name: `${p}attn.proj.weight`, shape: [D, D] }, { name: `${p}attn.proj.bias`, shape: [D] },
+      { name: `${p}norm2.weight`, shape: [D] }, { name: `${p}norm2.bias`, shape: [D] },
+      { name: `${p}mlp.fc1.weight`, shape: [v.mlpHidden, D] }, { name: `${p}mlp.fc1.bias`, shape: [v.mlpHidden] },
+      { name: `${p}mlp.fc2.weight`, shape: [D, v.mlpHidden] }, { name: `${p}mlp.fc2.bias`, shape: [D] });
+  }
+  const out: NativeTensorSource[] = [];
+  const take = (entries: Map<string, TensorEntry>, file: string, name: string, shape: number[], ours: string, what: string): void => {
+    const e = entries.get(name);
+    if (!e) throw new NgateError('ERR_MISSING_TENSOR', `tensor ${name} is missing from ${what}`, { file });
+    // The original resamples a position table of another square grid (interpolate_pos_embed); so does the addon.
+    const resampled = name === 'pos_embed' && e.shape.length === 3 && e.shape[0] === 1 && e.shape[2] === D
+      && Number.isInteger(Math.sqrt(e.shape[1] - 1)) && e.shape[1] > 1;
+    if (!resampled && (e.shape.length !== shape.length || e.shape.some((s, i) => s !== shape[i]))) {
+      throw new NgateError('ERR_CHECKPOINT', `tensor ${name} has shape [${e.shape}], the descriptor (${path.basename(m.file)}) implies [${shape}]`, { file });
+    }
+    if (!FLOAT_DTYPES.has(e.dtype)) throw new NgateError('ERR_CHECKPOINT', `tensor ${name} has dtype ${e.dtype}; weights must be floating point`, { file });
+    out.push({ name: ours, file, dtype: e.dtype, shape: e.shape, begin: e.begin, end: e.end });
+  };
+  const vit = torchEntries(m.vitCheckpoint);
+  for (const { name, shape } of expected) take(vit, m.vitCheckpoint, name, shape, `visual_encoder.${name}`, 'the EVA ViT checkpoint');
+  const stage2 = torchEntries(m.ckpt, ['model']);
+  const H = text.hiddenSize;
+  take(stage2, m.ckpt, 'llama_proj.weight', [H, D * v.tokensPerEmbedding], 'llama_proj.weight', 'the stage-2 checkpoint\'s "model" dict (MiniGPT-4\'s projector)');
+  take(stage2, m.ckpt, 'llama_proj.bias', [H], 'llama_proj.bias', 'the stage-2 checkpoint\'s "model" dict (MiniGPT-4\'s projector)');
+  return out;
 }

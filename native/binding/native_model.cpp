@@ -80,6 +80,25 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
     lc.image_token_id = get_int(lv, "imageTokenId");
     llava = lc;
   }
+  // MiniGPT-4: the EVA ViT, ln_vision and llama_proj beside the decoder.
+  std::optional<MiniGpt4Config> minigpt4;
+  if (spec.Get("minigpt4").IsObject()) {
+    auto mj = spec.Get("minigpt4").As<Napi::Object>();
+    auto vj = mj.Get("vision").As<Napi::Object>();
+    MiniGpt4Config mc;
+    mc.vit.image_size = get_int(vj, "imageSize");
+    mc.vit.patch_size = get_int(vj, "patchSize");
+    mc.vit.width = get_int(vj, "width");
+    mc.vit.depth = get_int(vj, "depth");
+    mc.vit.num_heads = get_int(vj, "numHeads");
+    mc.vit.mlp_hidden = get_int(vj, "mlpHidden");
+    mc.vit.norm_eps = get_double(vj, "normEps");
+    mc.ln_vision_eps = get_double(mj, "lnVisionEps");
+    mc.tokens_per_embedding = get_int(mj, "tokensPerEmbedding");
+    mc.image_token_id = get_int(mj, "imageTokenId");
+    mc.text_hidden_size = cfg.hidden_size;
+    minigpt4 = mc;
+  }
   const std::string device = spec.Get("device").ToString();
   const std::string dtype = spec.Get("dtype").ToString();
   std::vector<TensorSource> sources;
@@ -103,7 +122,7 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
   auto self_ref = std::make_shared<Napi::ObjectReference>(std::move(self));
   return Job::Start(
       env,
-      [state, cfg, llava, device, dtype, sources, cancel](JobContext& ctx) {
+      [state, cfg, llava, minigpt4, device, dtype, sources, cancel](JobContext& ctx) {
         Locked(state, cancel, [&] {
           torch::NoGradGuard no_grad;
           const auto dev = parse_device(device);
@@ -118,11 +137,9 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
             }
           }
           auto model = std::make_unique<LlamaModel>(cfg, dev, type);
-          std::unique_ptr<LlavaVision> vision;
+          std::unique_ptr<VisionEncoder> vision;
           if (llava) vision = std::make_unique<LlavaVision>(*llava, dev, type);
-          auto is_vision = [](const std::string& n) {
-            return n.rfind("vision_tower.", 0) == 0 || n.rfind("multi_modal_projector.", 0) == 0;
-          };
+          if (minigpt4) vision = std::make_unique<MiniGpt4Vision>(*minigpt4, dev, type);
           std::map<std::string, std::unique_ptr<MappedFile>> files;
           size_t done = 0;
           for (const auto& s : sources) {
@@ -131,7 +148,7 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
             if (!f) f = std::make_unique<MappedFile>(s.file);
             try {
               auto value = view_tensor(*f, s.name, s.dtype, s.shape, s.begin, s.end);
-              if (vision && is_vision(s.name)) vision->set_parameter(s.name, value);
+              if (vision && vision->owns(s.name)) vision->set_parameter(s.name, value);
               else model->set_parameter(s.name, value);
             } catch (const c10::Error& e) {
               throw std::runtime_error(s.file + ": tensor " + s.name + ": " + e.what_without_backtrace());
@@ -183,13 +200,14 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
         torch::NoGradGuard no_grad;
         const int64_t V = model.config().vocab_size;
         auto ids_t = torch::from_blob(ids.data(), {B, T}, torch::kInt64).to(model.device());
+        const int64_t image_id = state.vision ? state.vision->image_token_id() : -1;
         for (int64_t id : ids) {
-          if (id < 0 || id >= V) throw std::runtime_error("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+          if ((id < 0 || id >= V) && id != image_id) throw std::runtime_error("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
         }
         auto mask_t = torch::from_blob(mask.data(), {B, T}, torch::kUInt8).to(torch::kBool).to(model.device());
         const bool padded = std::find(mask.begin(), mask.end(), 0) != mask.end();
         auto features = Encode(state, images);
-        auto logits = features ? model.forward_embeds(LlavaVision::embed(model, ids_t, *features, images.rows), mask_t,
+        auto logits = features ? model.forward_embeds(embed_with_images(model, ids_t, *features, images.rows), mask_t,
                                                       padded, nullptr, last_only)
                                : model.forward(ids_t, mask_t, padded, nullptr, last_only);
         *out = logits.to(torch::kFloat32).to(torch::kCPU);
@@ -205,10 +223,11 @@ Napi::Value NativeModel::Generate(const Napi::CallbackInfo& info) {
   const int64_t V = model_ref.config().vocab_size;
   auto list = info[0].As<Napi::Array>();
   std::vector<std::vector<int64_t>> prompts;
+  const int64_t image_id = state_->vision ? state_->vision->image_token_id() : -1;
   for (uint32_t i = 0; i < list.Length(); ++i) {
     prompts.push_back(to_int64(list.Get(i), "prompt"));
     for (int64_t id : prompts.back()) {
-      if (id < 0 || id >= V) throw Napi::RangeError::New(env, "prompt " + std::to_string(i) + ": token id " + std::to_string(id) + " is outside the vocabulary");
+      if ((id < 0 || id >= V) && id != image_id) throw Napi::RangeError::New(env, "prompt " + std::to_string(i) + ": token id " + std::to_string(id) + " is outside the vocabulary");
     }
   }
   auto o = info[1].As<Napi::Object>();

@@ -17,6 +17,7 @@
 #include "binding/jobs.h"
 #include "model/llama.h"
 #include "model/llava.h"
+#include "model/minigpt4.h"
 
 namespace ngate::binding {
 
@@ -31,7 +32,7 @@ struct TensorSource {
 struct ModelState {
   std::mutex mu;  // one operation at a time on one model
   std::unique_ptr<LlamaModel> model;
-  std::unique_ptr<LlavaVision> vision;  // LLaVA's vision tower and projector; null for a text-only model
+  std::unique_ptr<VisionEncoder> vision;  // LLaVA's or MiniGPT-4's image side; null for a text-only model
   std::shared_ptr<std::atomic<bool>> running_cancel;  // the token of the job in flight
   bool dispose_requested = false;
   // Copies of FFN weights taken by snapshotFfn, to put back with restoreFfn.

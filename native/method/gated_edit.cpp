@@ -62,7 +62,7 @@ EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>&
                           const EditOptions& o, const ImageFeatures* images) {
   EditBatch eb;
   const auto rows = pair_rows(pairs, first, count);
-  eb.batch = make_batch(rows, o.pad_id, model.config().vocab_size, model.device());
+  eb.batch = make_batch(rows, o.pad_id, model.config().vocab_size, model.device(), images ? images->image_token_id : -1);
   attach_images(eb.batch, rows, model, images);
   eb.attn = model.attention_inputs(eb.batch.key_mask, 0, eb.batch.ids.size(1), eb.batch.padded);
   eb.count = static_cast<int64_t>(count);

@@ -75,7 +75,7 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
   for (int64_t first = 0; first < N; first += o.batch_size) {
     const int64_t P = std::min<int64_t>(o.batch_size, N - first);
     const auto rows = pair_rows(ordered, first, P);
-    auto batch = make_batch(rows, o.pad_id, model.config().vocab_size, device);
+    auto batch = make_batch(rows, o.pad_id, model.config().vocab_size, device, images ? images->image_token_id : -1);
     // Image features are merged once per batch: the masks never reach them.
     attach_images(batch, rows, model, images);
     // One leaf per pair and layer, initialised to 1. Adam is per element and the
@@ -165,7 +165,7 @@ torch::Tensor masked_logits(const LlamaModel& model, const std::vector<TrainSequ
   torch::NoGradGuard no_grad;
   std::vector<const TrainSequence*> rows;
   for (const auto& s : seqs) rows.push_back(&s);
-  auto batch = make_batch(rows, pad_id, model.config().vocab_size, model.device());
+  auto batch = make_batch(rows, pad_id, model.config().vocab_size, model.device(), images ? images->image_token_id : -1);
   attach_images(batch, rows, model, images);
   auto hooks = mask_hooks(layers, point, masks.to(model.device(), torch::kFloat32), batch.subject);
   return batch_forward(model, batch, &hooks).to(torch::kFloat32).to(torch::kCPU);

@@ -7,7 +7,7 @@
 namespace ngate {
 
 SequenceBatch make_batch(const std::vector<const TrainSequence*>& seqs, int64_t pad_id, int64_t vocab_size,
-                         torch::Device device) {
+                         torch::Device device, int64_t image_id) {
   const int64_t B = static_cast<int64_t>(seqs.size());
   int64_t T = 0;
   for (const auto* s : seqs) T = std::max<int64_t>(T, static_cast<int64_t>(s->ids.size()));
@@ -29,7 +29,10 @@ SequenceBatch make_batch(const std::vector<const TrainSequence*>& seqs, int64_t 
     batch.padded = batch.padded || n < T;
     for (int64_t t = 0; t < n; ++t) {
       const int64_t id = s.ids[t];
-      if (id < 0 || id >= vocab_size) throw std::runtime_error("token id " + std::to_string(id) + " is outside the vocabulary");
+      const bool in_vocab = id >= 0 && id < vocab_size;
+      if (!in_vocab && (id != image_id || t >= s.answer_start)) {
+        throw std::runtime_error("token id " + std::to_string(id) + " is outside the vocabulary");
+      }
       ids_a[b][t] = id;
       mask_a[b][t] = true;
     }
@@ -58,7 +61,7 @@ void attach_images(SequenceBatch& batch, const std::vector<const TrainSequence*>
   if (!any) return;
   if (!images) throw std::runtime_error("a sequence names an image, but no images were given");
   torch::NoGradGuard no_grad;  // the embeddings and the vision side stay frozen
-  batch.embeds = LlavaVision::embed(model, batch.ids, *images, row_image);
+  batch.embeds = embed_with_images(model, batch.ids, *images, row_image);
   // Images are never subject tokens (DESIGN.md): a mask or gate never touches them.
   if ((batch.subject & batch.ids.eq(images->image_token_id)).any().item<bool>()) {
     throw std::runtime_error("a subject position lies on an image token");

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "model/llama.h"
-#include "model/llava.h"
+#include "model/vision.h"
 
 namespace ngate {
 
@@ -30,8 +30,10 @@ struct SequenceBatch {
   bool padded = false;
 };
 
+// `image_id` is allowed in prompts besides the vocabulary (the image id of a
+// model whose vocabulary has no image token); answers must lie in the vocabulary.
 SequenceBatch make_batch(const std::vector<const TrainSequence*>& seqs, int64_t pad_id, int64_t vocab_size,
-                         torch::Device device);
+                         torch::Device device, int64_t image_id = -1);
 
 // With images: merges each row's image features into its input embeddings
 // (batch.embeds) and checks that no subject position is an image position.

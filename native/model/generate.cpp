@@ -96,7 +96,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
   // Only the last column's logits are read (left padding puts every row's last
   // prompt token there): the norm and LM head run on it alone, not on B × T
   // positions (for LLaVA-1.5-7B and 16 prompts of ~600 positions, ~0.6 GB of logits).
-  auto prefill = images ? model.forward_embeds(LlavaVision::embed(model, ids_dev, *images, prompt_image),
+  auto prefill = images ? model.forward_embeds(embed_with_images(model, ids_dev, *images, prompt_image),
                                                key_mask.narrow(1, 0, T), padded, &cache, /*last_only=*/true)
                         : model.forward(ids_dev, key_mask.narrow(1, 0, T), padded, &cache, /*last_only=*/true);
   auto logits = prefill.select(1, -1);  // [B, V]

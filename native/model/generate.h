@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "model/llama.h"
-#include "model/llava.h"
+#include "model/vision.h"
 
 namespace ngate {
 

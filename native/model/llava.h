@@ -13,6 +13,7 @@
 
 #include "model/clip.h"
 #include "model/llama.h"
+#include "model/vision.h"
 
 namespace ngate {
 
@@ -28,37 +29,25 @@ struct LlavaConfig {
   int64_t image_token_id = 32000;
 };
 
-// The images of one call, encoded once: features [N, P, H] (model dtype, on
-// the device), one row per distinct image.
-struct ImageFeatures {
-  torch::Tensor features;
-  int64_t image_token_id = -1;
-};
-
-class LlavaVision {
+class LlavaVision : public VisionEncoder {
  public:
   LlavaVision(LlavaConfig config, torch::Device device, torch::ScalarType dtype);
 
   const LlavaConfig& config() const { return config_; }
   // Image tokens per image: the vision tower's patches (+1 with the CLS kept).
-  int64_t image_tokens() const;
+  int64_t image_tokens() const override;
+  int64_t image_token_id() const override { return config_.image_token_id; }
+  bool owns(const std::string& name) const override;
 
   // Names are "vision_tower.<CLIP name>" and "multi_modal_projector.<name>".
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected_parameters() const;
-  void set_parameter(const std::string& name, const torch::Tensor& value);
-  void finish_loading();
-  std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
-  int64_t parameter_bytes() const;
+  void set_parameter(const std::string& name, const torch::Tensor& value) override;
+  void finish_loading() override;
+  std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const override;
+  int64_t parameter_bytes() const override;
 
   // Projected features of preprocessed pixels [N, C, S, S] float32 → [N, P, H], without gradients.
-  ImageFeatures encode(const torch::Tensor& pixels) const;
-
-  // The decoder's input embeddings of ids [B, T], with row b's run of image
-  // tokens replaced by features[row_image[b]] (row_image[b] < 0: no image;
-  // such a row must hold no image token). Throws if a row's run is not
-  // exactly image_tokens() long.
-  static torch::Tensor embed(const LlamaModel& decoder, const torch::Tensor& ids, const ImageFeatures& images,
-                             const std::vector<int64_t>& row_image);
+  ImageFeatures encode(const torch::Tensor& pixels) const override;
 
  private:
   LlavaConfig config_;

@@ -15,7 +15,7 @@ function w(t: Tensors, name: string): Float32Array {
   return x.data;
 }
 
-function linear(W: Float32Array, b: Float32Array | null, rows: number, cols: number, x: ArrayLike<number>): Float64Array {
+export function linear(W: Float32Array, b: Float32Array | null, rows: number, cols: number, x: ArrayLike<number>): Float64Array {
   const out = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     let s = b ? b[r] : 0;
@@ -25,7 +25,7 @@ function linear(W: Float32Array, b: Float32Array | null, rows: number, cols: num
   return out;
 }
 
-function layerNorm(x: Float64Array, g: Float32Array, b: Float32Array, eps: number): Float64Array {
+export function layerNorm(x: Float64Array, g: Float32Array | null, b: Float32Array | null, eps: number): Float64Array {
   let mean = 0;
   for (const v of x) mean += v;
   mean /= x.length;
@@ -33,7 +33,7 @@ function layerNorm(x: Float64Array, g: Float32Array, b: Float32Array, eps: numbe
   for (const v of x) variance += (v - mean) ** 2;
   variance /= x.length;
   const inv = 1 / Math.sqrt(variance + eps);
-  return x.map((v, i) => (v - mean) * inv * g[i] + b[i]);
+  return x.map((v, i) => (v - mean) * inv * (g ? g[i] : 1) + (b ? b[i] : 0));
 }
 
 // erf by its Maclaurin series (|x| small) or continued fraction tail: plenty for float32 comparisons.
@@ -51,7 +51,7 @@ function erf(x: number): number {
   return sign * (1 - Math.exp(-a * a) / (a * Math.sqrt(Math.PI)) * (1 - 1 / (2 * a * a)));
 }
 
-const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
+export const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
 const quickGelu = (v: number) => v / (1 + Math.exp(-1.702 * v));
 
 export interface VisionDims { D: number; I: number; L: number; nH: number; S: number; p: number; H: number; eps: number }
