@@ -37,7 +37,7 @@ export { nativeInfo, setThreads, ensureAddon } from './model/native';
 export type { LibtorchInfo, BuildInfo } from './model/native';
 export {
   buildPrivacyPairs, PRIVACY_CATEGORIES, QUESTION_TEMPLATES, CONTEXT_OPENERS, CONTEXT_SENTENCES, PRIVACY_PAIR_TABLE3,
-  DEFAULT_TEST_SHARE, fillTemplate, syntheticAnswer, parseQuery, generalizationLeaks,
+  DEFAULT_TEST_SHARE, fillTemplate, syntheticAnswer, parseQuery, generalizationLeaks, takeBalanced,
 } from './data/privacy-pair';
 export type { PrivacyCategory, PrivacyAttribute, BuildOptions, PairDetails, PrivacyPairSplits, SplitName } from './data/privacy-pair';
 export { readPairsFile, readPairsFileSync, writePairsFile, formatPairs, privacyPairSchema, PairsFileError } from './data/pairs-file';

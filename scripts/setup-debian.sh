@@ -5,6 +5,7 @@
 # than OpenBLAS for the matrix products that dominate a forward pass.
 # python3-torch (the same PyTorch 1.13, for /usr/bin/python3): the tests that
 # check our torch.save reader and writer against real torch.save/torch.load.
+# cmake and g++: the addon's build, when the machine lacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,15 +14,17 @@ node scripts/find-libtorch.js >/dev/null 2>&1 || need+=(libtorch-dev)
 if ! readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null | grep -q openblas; then
   [ -d /usr/lib/x86_64-linux-gnu ] && need+=(libopenblas0-pthread)
 fi
+command -v cmake >/dev/null || need+=(cmake)
+command -v g++ >/dev/null || need+=(g++)
 if [ -x /usr/bin/python3 ] || command -v apt-get >/dev/null; then
   /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || need+=(python3-torch)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-  if [[ " ${need[*]} " == *" libtorch-dev "* ]]; then
+  if [[ " ${need[*]} " == *" libtorch-dev "* || " ${need[*]} " == *" cmake "* || " ${need[*]} " == *" g++ "* ]]; then
     node scripts/find-libtorch.js || true
-    echo "setup: libtorch is missing and this script can only install it as root on Debian/Ubuntu." >&2
+    echo "setup: ${need[*]} missing, and this script can only install them as root on Debian/Ubuntu." >&2
     exit 1
   fi
   echo "setup: note: install ${need[*]} (libopenblas0-pthread: a much faster CPU libtorch; python3-torch: the torch.save cross-checks, skipped without it)." >&2
