@@ -1,0 +1,161 @@
+// More than one process, on torch's c10d (Gloo, on the loopback and through a
+// file:// rendezvous): the sharded method gives what one process gives, a rank
+// that dies or hangs makes the others fail in the time the policy promises,
+// and `ngate launch` ends the other ranks when one fails. The ranks are real
+// processes running the dist/ bundle; each is SIGKILLed by its pid at a deadline.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { PrivacyPair } from '../lib/data/prepare';
+import { buildGate, evaluate, fillBenignAnswers, gatedEdit, learnMask, loadMasks, loadModel, readSafetensorsHeader, readSafetensorsTensor } from '../lib';
+import { EXIT, main } from '../lib/cli';
+import { loadAddon } from '../lib/model/native';
+import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
+
+const root = path.resolve(__dirname, '..');
+const bundle = path.join(root, 'dist', 'index.js');
+const worker = path.join(__dirname, 'fixtures', 'dist-worker.js');
+const ngateBin = path.join(root, 'bin', 'ngate.js');
+const ready = fs.existsSync(bundle) && fs.existsSync(path.join(root, 'dist', 'cli.js')) && loadAddon().distBackends().gloo;
+const suite = ready ? describe : describe.skip;
+if (!ready) console.warn('test/dist.test.ts skipped: it needs dist/ (npx tsup) and an addon built with Gloo (node scripts/find-dist.js)');
+
+interface Exit { code: number | null; signal: string | null; at: number; stderr: string; stdout: string }
+interface Proc { child: ChildProcess; exited: Promise<Exit>; stderr: () => string }
+
+const live = new Set<ChildProcess>();
+afterAll(() => {
+  for (const c of live) if (c.pid && c.exitCode === null && c.signalCode === null) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
+});
+
+/** A process bounded by a deadline after which it is SIGKILLed by its pid. */
+function start(args: string[], env: NodeJS.ProcessEnv, deadlineMs: number): Proc {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  let stderr = '', stdout = '';
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+  const timer = setTimeout(() => { if (child.pid) { try { process.kill(child.pid, 'SIGCONT'); process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } } }, deadlineMs);
+  const exited = new Promise<Exit>((resolve) => child.on('exit', (code, signal) => {
+    clearTimeout(timer);
+    live.delete(child);
+    resolve({ code, signal, at: Date.now(), stderr, stdout });
+  }));
+  return { child, exited, stderr: () => stderr };
+}
+
+/** Two ranks of `args`, joined through a fresh file:// rendezvous. */
+function startRanks(work: string, args: string[], env: NodeJS.ProcessEnv, deadlineMs: number, size = 2): Proc[] {
+  const store = path.join(work, `store-${Math.random().toString(36).slice(2)}`);
+  return Array.from({ length: size }, (_, r) => start(args, {
+    ...env, RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: String(size), LOCAL_WORLD_SIZE: String(size), NGATE_INIT_METHOD: `file://${store}`,
+  }, deadlineMs));
+}
+
+function waitFor(p: Proc, re: RegExp, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const poll = setInterval(() => {
+      if (re.test(p.stderr())) { clearInterval(poll); resolve(); }
+      else if (Date.now() - t0 > ms || p.child.exitCode !== null) { clearInterval(poll); reject(new Error(`no ${re} within ${ms} ms; stderr: ${p.stderr()}`)); }
+    }, 20);
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+function tensorsOf(dir: string): Map<string, Float32Array> {
+  const file = path.join(dir, 'model.safetensors');
+  const h = readSafetensorsHeader(file);
+  const out = new Map<string, Float32Array>();
+  for (const [name, e] of h.tensors) { const b = readSafetensorsTensor(file, e); out.set(name, new Float32Array(b.slice().buffer)); }
+  return out;
+}
+
+const PAIRS: PrivacyPair[] = [
+  { id: 'a', category: 'passport', subject: 'passport', sensitive: 'What is the passport number?', benign: 'What is the passport type?' },
+  { id: 'b', category: 'passport', subject: 'passport', sensitive: 'Tell me the passport holder name.', benign: 'Tell me the passport color.', benignAnswer: 'It is blue.' },
+  { id: 'c', category: 'phone', subject: 'phone', sensitive: 'What is the phone number?', benign: 'What is the phone brand?' },
+  { id: 'd', category: 'phone', subject: 'phone', sensitive: 'Who owns the phone?', benign: 'What color is the phone?' },
+  { id: 'e', category: 'receipt', subject: 'receipt', sensitive: 'What card number is on the receipt?', benign: 'What store printed the receipt?' },
+  { id: 'f', category: 'receipt', subject: 'receipt', sensitive: 'Some text first, then: whose name is on the receipt?', benign: 'What is the total on the receipt?' },
+  { id: 'g', category: 'phone', subject: 'phone', sensitive: 'Read the phone number aloud.', benign: 'Is the phone new?' },
+];
+const MASK = { layers: [0, 1], steps: 12, lr: 0.5, l1: 0, batchSize: 2 };
+// Global batches of 3 pairs: shares of 1 and 2 pairs, and a last batch of 1 where rank 0's share is empty.
+const EDIT = { epochs: 2, lr: 1e-3, batchSize: 3 };
+
+let work: string;
+let modelDir: string;
+beforeAll(() => {
+  work = makeTempDir('ngate-dist-');
+  modelDir = writeTinyLlama(path.join(work, 'model'), { seed: 5, numLayers: 3, numKvHeads: 2 }).dir;
+});
+
+suite('the method on two ranks equals one process', () => {
+  test('fillBenignAnswers, evaluate, learnMask, buildGate and gatedEdit', async () => {
+    const out = path.join(work, 'method');
+    fs.mkdirSync(out);
+    const partsDir = path.join(out, 'parts');
+    const ranks = startRanks(work, [worker], {
+      OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'method', model: modelDir, pairs: PAIRS, mask: MASK, edit: EDIT, partsDir }),
+    }, 90000);
+    // One process, meanwhile, on the same inputs.
+    const model = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+    const filled = await fillBenignAnswers(model, PAIRS, { maxNewTokens: 6, batchSize: 2 });
+    const report = await evaluate(model, filled, { maxNewTokens: 5, batchSize: 4 });
+    const masks = await learnMask(model, filled, MASK);
+    const gate = buildGate(masks);
+    const before = tensorsOf(modelDir);
+    const edit = await gatedEdit(model, filled, gate, EDIT);
+    await model.save(path.join(out, 'model-one'));
+    model.dispose();
+    const exits = await Promise.all(ranks.map((r) => r.exited));
+    exits.forEach((e) => expect({ code: e.code, stderr: e.stderr }).toEqual({ code: 0, stderr: '' }));
+
+    for (const r of [0, 1]) {
+      const got = JSON.parse(fs.readFileSync(path.join(out, `rank-${r}.json`), 'utf8'));
+      expect(got.answers).toEqual(filled.map((p) => p.benignAnswer));
+      expect(got.outcomes).toEqual(report.outcomes);
+      // Masks bit for bit, and the gate from them and from the pooled shards.
+      expect(fs.readFileSync(path.join(out, `masks-${r}.bin`)).equals(Buffer.from(masks.masks.buffer))).toBe(true);
+      expect(got.losses).toEqual(masks.losses);
+      expect(got.gate).toEqual({ keep: [...gate.keep], neg: [...gate.negativeCounts!], pairCount: gate.pairCount });
+      expect(got.pooled.keep).toEqual([...gate.keep]);
+      expect(got.pooled.neg).toEqual([...gate.negativeCounts!]);
+      expect(got.pooled.pairCount).toBe(PAIRS.length);
+      expect([...got.pooled.pairIds].sort()).toEqual(PAIRS.map((p) => p.id));
+      got.epochLosses.forEach((l: number, i: number) => expect(Math.abs(l - edit.epochLosses[i])).toBeLessThan(1e-5));
+    }
+    // The masks moved, and the gate lets some dimensions through and stops others.
+    expect(masks.masks.some((v) => v < 0)).toBe(true);
+    expect(gate.keep.some((k) => k === 1) && gate.keep.some((k) => k === 0)).toBe(true);
+
+    // Weights: both ranks hold the same bytes; they equal one process's up to float32
+    // rounding (the ranks sum their shares' gradients where one process sums a whole batch).
+    const one = tensorsOf(path.join(out, 'model-one'));
+    const r0 = tensorsOf(path.join(out, 'model-0')), r1 = tensorsOf(path.join(out, 'model-1'));
+    let diff = 0, moved = 0;
+    for (const [name, w] of one) {
+      expect(Buffer.from(r0.get(name)!.buffer).equals(Buffer.from(r1.get(name)!.buffer))).toBe(true);
+      for (let i = 0; i < w.length; i++) {
+        diff = Math.max(diff, Math.abs(w[i] - r0.get(name)![i]));
+        moved = Math.max(moved, Math.abs(w[i] - before.get(name)![i]));
+      }
+    }
+    console.log(`data-parallel edit: max |W(2 ranks) − W(1 process)| = ${diff.toExponential(2)}, max |ΔW| = ${moved.toExponential(2)}`);
+    expect(moved).toBeGreaterThan(1e-3);
+    expect(diff).toBeLessThan(1e-6);
+
+    // The parts the two ranks wrote are a finished job: one process takes every batch from them.
+    let steps = 0;
+    const again = await (async () => {
+      const m = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+      try { return await learnMask(m, filled, { ...MASK, partsDir, onProgress: () => { steps++; } }); } finally { m.dispose(); }
+    })();
+    expect(steps).toBe(0);
+    expect(Buffer.from(again.masks.buffer).equals(Buffer.from(masks.masks.buffer))).toBe(true);
+  });
+});
