@@ -159,3 +159,64 @@ suite('the method on two ranks equals one process', () => {
     expect(Buffer.from(again.masks.buffer).equals(Buffer.from(masks.masks.buffer))).toBe(true);
   });
 });
+
+suite('a rank that dies or hangs', () => {
+  let pairsFile: string;
+  beforeAll(async () => {
+    const model = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+    const filled = await fillBenignAnswers(model, PAIRS, { maxNewTokens: 6 });
+    model.dispose();
+    pairsFile = path.join(work, 'faults.jsonl');
+    fs.writeFileSync(pairsFile, filled.map((p) => JSON.stringify(p)).join('\n') + '\n');
+  });
+  // An edit that would run for hours: two ranks in lockstep, one all-reduce per step.
+  const longEdit = (out: string, timeout: string) => [ngateBin, 'edit', '--model', modelDir, '--pairs', pairsFile, '--no-gate', '--layers', '1',
+    '--epochs', '1000000', '--batch-size', '2', '--out', out, '--dist-timeout', timeout];
+
+  test('SIGKILL of rank 1: rank 0 fails within 2 s, exit 1, naming its rank', async () => {
+    const [r0, r1] = startRanks(work, longEdit(path.join(work, 'never-killed'), '10m'), {}, 60000);
+    await waitFor(r0, /editing layer/, 30000);
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    process.kill(r1.child.pid!, 'SIGKILL');
+    const e0 = await r0.exited;
+    console.log(`SIGKILL of rank 1: rank 0 exited ${e0.at - t0} ms later: ${e0.stderr.trim()}`);
+    expect(e0.code).toBe(EXIT.failure);
+    expect(e0.at - t0).toBeLessThan(2000);
+    expect(e0.stderr).toMatch(/rank 0 of 2/);
+    expect((await r1.exited).signal).toBe('SIGKILL');
+    expect(fs.existsSync(path.join(work, 'never-killed'))).toBe(false);
+  });
+
+  test('SIGSTOP of rank 1 with --dist-timeout 3s: rank 0 fails after about 3 s; the stopped rank is then ended by its pid', async () => {
+    const [r0, r1] = startRanks(work, longEdit(path.join(work, 'never-stopped'), '3s'), {}, 60000);
+    await waitFor(r0, /editing layer/, 30000);
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    process.kill(r1.child.pid!, 'SIGSTOP');
+    const e0 = await r0.exited;
+    console.log(`SIGSTOP of rank 1 (timeout 3 s): rank 0 exited ${e0.at - t0} ms later: ${e0.stderr.trim()}`);
+    expect(e0.code).toBe(EXIT.failure);
+    expect(e0.at - t0).toBeGreaterThanOrEqual(2500);
+    expect(e0.at - t0).toBeLessThan(6000);
+    expect(e0.stderr).toMatch(/timed out|timeout/i);
+    expect(isAlive(r1.child.pid!)).toBe(true);
+    process.kill(r1.child.pid!, 'SIGKILL');
+    expect((await r1.exited).signal).toBe('SIGKILL');
+  });
+
+  test('ngate launch: when rank 1 exits 1, the launcher ends rank 0 by its pid and exits with 1, naming rank 1', async () => {
+    const out = path.join(work, 'launch-fail');
+    fs.mkdirSync(out);
+    const launcher = start([ngateBin, 'launch', '--nproc-per-node', '2', '--exec', '--', process.execPath, worker],
+      { OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'rank1-fails' }) }, 60000);
+    const e = await launcher.exited;
+    // Rank 0 wrote its pid, then waited without any collective: only the launcher could end it.
+    const pid0 = Number(fs.readFileSync(path.join(out, 'pid-0'), 'utf8'));
+    expect(e.code).toBe(1);
+    expect(e.stderr).toMatch(/rank 1 \(pid \d+\) exited with code 1; ending the other ranks/);
+    expect(isAlive(pid0)).toBe(false);
+    const pids = [...e.stderr.matchAll(/(\d+):(\d+)/g)].map((m) => Number(m[2]));
+    for (const pid of pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  });
+});
