@@ -7,7 +7,10 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { PrivacyPair } from '../lib/data/prepare';
-import { buildGate, evaluate, fillBenignAnswers, gatedEdit, learnMask, loadMasks, loadModel, readSafetensorsHeader, readSafetensorsTensor } from '../lib';
+import {
+  buildGate, evaluate, fillBenignAnswers, gatedEdit, learnMask, loadGate, loadMasks, loadModel, locateLayer, readSafetensorsHeader, readSafetensorsTensor,
+  saveMasks,
+} from '../lib';
 import { EXIT, main } from '../lib/cli';
 import { loadAddon } from '../lib/model/native';
 import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
@@ -160,6 +163,30 @@ suite('the method on two ranks equals one process', () => {
   });
 });
 
+suite('locateLayer on two ranks equals one process', () => {
+  test('the masks of every searched layer batch by batch, then one trial edit per layer on one rank', async () => {
+    const out = path.join(work, 'locate');
+    fs.mkdirSync(out);
+    const opts = { searchLayers: [0, 2] as [number, number], radius: 1, mask: { steps: 6, lr: 0.5, l1: 0, batchSize: 2 },
+      edit: { epochs: 1, lr: 1e-3 }, evaluate: { maxNewTokens: 4 } };
+    const ranks = startRanks(work, [worker], { OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'locate', model: modelDir, pairs: PAIRS, opts }) }, 90000);
+    const model = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+    const one = await locateLayer(model, PAIRS, PAIRS.slice(0, 3), opts);
+    // Its per-batch counts of m < 0 give the gate buildGate gives from each layer's whole MaskSet.
+    const filled = await fillBenignAnswers(model, PAIRS);
+    for (const row of one.table) {
+      const gate = buildGate(await learnMask(model, filled, { ...opts.mask, layers: [row.layer] }));
+      expect(row.strongShare).toBe(gate.counts[0].strongShare);
+    }
+    expect(one.table.some((row) => row.strongShare > 0)).toBe(true);
+    model.dispose();
+    const exits = await Promise.all(ranks.map((r) => r.exited));
+    exits.forEach((e) => expect({ code: e.code, stderr: e.stderr }).toEqual({ code: 0, stderr: '' }));
+    for (const r of [0, 1]) expect(JSON.parse(fs.readFileSync(path.join(out, `rank-${r}.json`), 'utf8'))).toEqual(one);
+    expect(one.table.filter((row) => row.eta !== null).length).toBeGreaterThan(1);
+  });
+});
+
 suite('a rank that dies or hangs', () => {
   let pairsFile: string;
   beforeAll(async () => {
@@ -218,5 +245,47 @@ suite('a rank that dies or hangs', () => {
     expect(isAlive(pid0)).toBe(false);
     const pids = [...e.stderr.matchAll(/(\d+):(\d+)/g)].map((m) => Number(m[2]));
     for (const pid of pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  });
+});
+
+suite('the command line on two ranks', () => {
+  let pairsFile: string;
+  beforeAll(() => {
+    pairsFile = path.join(work, 'cli.jsonl');
+    fs.writeFileSync(pairsFile, PAIRS.map((p) => JSON.stringify(p)).join('\n') + '\n');
+  });
+
+  test('ngate launch -- learn-mask writes, from rank 0 only, the masks one process writes; build-gate pools shard files over the ranks', async () => {
+    const dir = path.join(work, 'cli');
+    const args = ['learn-mask', '--model', modelDir, '--pairs', pairsFile, '--layers', '0,2', '--steps', '5', '--lr', '0.5', '--l1', '0',
+      '--batch-size', '2', '-q'];
+    const one = await main([...args, '--out', path.join(dir, 'one.safetensors')], { stdout: { write: () => true }, stderr: { write: () => true } });
+    expect(one).toBe(EXIT.ok);
+    const launched = start([ngateBin, 'launch', '--nproc-per-node', '2', '--', ...args, '--out', path.join(dir, 'two.safetensors')], {}, 90000);
+    const e = await launched.exited;
+    expect({ code: e.code, stderr: e.stderr.replace(/^ngate launch: 2 ranks.*\n/, '') }).toEqual({ code: 0, stderr: '' });
+    // Only the output, no parts folder left behind, and the same bytes.
+    expect(fs.readdirSync(dir).sort()).toEqual(['one.safetensors', 'two.safetensors']);
+    const a = loadMasks(path.join(dir, 'one.safetensors')), b = loadMasks(path.join(dir, 'two.safetensors'));
+    expect(Buffer.from(b.masks.buffer).equals(Buffer.from(a.masks.buffer))).toBe(true);
+    expect(b.pairIds).toEqual(a.pairIds);
+
+    // Three shard files over two ranks (rank 0 reads two, rank 1 one): the gate of all three.
+    const shards = [[0, 1, 2], [3, 4], [5, 6]].map((idx, s) => {
+      const f = path.join(work, `shard-${s}.safetensors`);
+      const H = a.hiddenSize, L = a.layers.length;
+      saveMasks({ ...a, pairIds: idx.map((i) => a.pairIds[i]), losses: idx.map((i) => a.losses[i]),
+        masks: Float32Array.from(idx.flatMap((i) => [...a.masks.subarray(i * L * H, (i + 1) * L * H)])) }, f);
+      return f;
+    });
+    const gateFile = path.join(work, 'pooled-gate.safetensors');
+    const g = start([ngateBin, 'launch', '--nproc-per-node', '2', '--', 'build-gate', '--masks', ...shards, '--out', gateFile, '--json'], {}, 60000);
+    const ge = await g.exited;
+    expect(ge.code).toBe(0);
+    const pooled = loadGate(gateFile);
+    const whole = buildGate(a);
+    expect([...pooled.negativeCounts!]).toEqual([...whole.negativeCounts!]);
+    expect([...pooled.keep]).toEqual([...whole.keep]);
+    expect(JSON.parse(ge.stdout).pairCount).toBe(PAIRS.length);
   });
 });
