@@ -121,6 +121,7 @@ suite('the method on two ranks equals one process', () => {
     for (const r of [0, 1]) {
       const got = JSON.parse(fs.readFileSync(path.join(out, `rank-${r}.json`), 'utf8'));
       expect(got.answers).toEqual(filled.map((p) => p.benignAnswer));
+      expect(got.twice).toMatch(/pair id "a" is in the masks of rank 0 and of rank 1/);
       expect(got.outcomes).toEqual(report.outcomes);
       // Masks bit for bit, and the gate from them and from the pooled shards.
       expect(fs.readFileSync(path.join(out, `masks-${r}.bin`)).equals(Buffer.from(masks.masks.buffer))).toBe(true);
