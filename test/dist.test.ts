@@ -15,6 +15,11 @@ import { EXIT, main } from '../lib/cli';
 import { loadAddon } from '../lib/model/native';
 import { makeTempDir, writeTinyLlama } from './fixtures/checkpoint';
 
+// On a GPU machine: NGATE_TEST_DEVICE=cuda and one rank per GPU (NGATE_TEST_DIST_RANKS),
+// the backend then being NCCL (scripts/gpu/dist-nccl.sh).
+const device = process.env.NGATE_TEST_DEVICE ?? 'cpu';
+const RANKS = Number(process.env.NGATE_TEST_DIST_RANKS ?? 2);
+const rankList = Array.from({ length: RANKS }, (_, r) => r);
 const root = path.resolve(__dirname, '..');
 const bundle = path.join(root, 'dist', 'index.js');
 const worker = path.join(__dirname, 'fixtures', 'dist-worker.js');
@@ -103,10 +108,10 @@ suite('the method on two ranks equals one process', () => {
     fs.mkdirSync(out);
     const partsDir = path.join(out, 'parts');
     const ranks = startRanks(work, [worker], {
-      OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'method', model: modelDir, pairs: PAIRS, mask: MASK, edit: EDIT, partsDir }),
-    }, 90000);
+      OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'method', model: modelDir, device, pairs: PAIRS, mask: MASK, edit: EDIT, partsDir }),
+    }, 90000, RANKS);
     // One process, meanwhile, on the same inputs.
-    const model = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+    const model = await loadModel(modelDir, { device, dtype: 'float32' });
     const filled = await fillBenignAnswers(model, PAIRS, { maxNewTokens: 6, batchSize: 2 });
     const report = await evaluate(model, filled, { maxNewTokens: 5, batchSize: 4 });
     const masks = await learnMask(model, filled, MASK);
@@ -118,10 +123,10 @@ suite('the method on two ranks equals one process', () => {
     const exits = await Promise.all(ranks.map((r) => r.exited));
     exits.forEach((e) => expect({ code: e.code, stderr: e.stderr }).toEqual({ code: 0, stderr: '' }));
 
-    for (const r of [0, 1]) {
+    for (const r of rankList) {
       const got = JSON.parse(fs.readFileSync(path.join(out, `rank-${r}.json`), 'utf8'));
       expect(got.answers).toEqual(filled.map((p) => p.benignAnswer));
-      expect(got.twice).toMatch(/pair id "a" is in the masks of rank 0 and of rank 1/);
+      if (RANKS > 1) expect(got.twice).toMatch(/pair id "a" is in the masks of rank 0 and of rank 1/);
       expect(got.outcomes).toEqual(report.outcomes);
       // Masks bit for bit, and the gate from them and from the pooled shards.
       expect(fs.readFileSync(path.join(out, `masks-${r}.bin`)).equals(Buffer.from(masks.masks.buffer))).toBe(true);
@@ -140,23 +145,23 @@ suite('the method on two ranks equals one process', () => {
     // Weights: both ranks hold the same bytes; they equal one process's up to float32
     // rounding (the ranks sum their shares' gradients where one process sums a whole batch).
     const one = tensorsOf(path.join(out, 'model-one'));
-    const r0 = tensorsOf(path.join(out, 'model-0')), r1 = tensorsOf(path.join(out, 'model-1'));
+    const [r0, ...others] = rankList.map((r) => tensorsOf(path.join(out, `model-${r}`)));
     let diff = 0, moved = 0;
     for (const [name, w] of one) {
-      expect(Buffer.from(r0.get(name)!.buffer).equals(Buffer.from(r1.get(name)!.buffer))).toBe(true);
+      for (const o of others) expect(Buffer.from(r0.get(name)!.buffer).equals(Buffer.from(o.get(name)!.buffer))).toBe(true);
       for (let i = 0; i < w.length; i++) {
         diff = Math.max(diff, Math.abs(w[i] - r0.get(name)![i]));
         moved = Math.max(moved, Math.abs(w[i] - before.get(name)![i]));
       }
     }
-    console.log(`data-parallel edit: max |W(2 ranks) − W(1 process)| = ${diff.toExponential(2)}, max |ΔW| = ${moved.toExponential(2)}`);
+    console.log(`data-parallel edit (${device}): max |W(${RANKS} ranks) − W(1 process)| = ${diff.toExponential(2)}, max |ΔW| = ${moved.toExponential(2)}`);
     expect(moved).toBeGreaterThan(1e-3);
     expect(diff).toBeLessThan(1e-6);
 
     // The parts the two ranks wrote are a finished job: one process takes every batch from them.
     let steps = 0;
     const again = await (async () => {
-      const m = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+      const m = await loadModel(modelDir, { device, dtype: 'float32' });
       try { return await learnMask(m, filled, { ...MASK, partsDir, onProgress: () => { steps++; } }); } finally { m.dispose(); }
     })();
     expect(steps).toBe(0);
@@ -170,8 +175,9 @@ suite('locateLayer on two ranks equals one process', () => {
     fs.mkdirSync(out);
     const opts = { searchLayers: [0, 2] as [number, number], radius: 1, mask: { steps: 6, lr: 0.5, l1: 0, batchSize: 2 },
       edit: { epochs: 1, lr: 1e-3 }, evaluate: { maxNewTokens: 4 } };
-    const ranks = startRanks(work, [worker], { OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'locate', model: modelDir, pairs: PAIRS, opts }) }, 90000);
-    const model = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
+    const ranks = startRanks(work, [worker], { OUT: out, NGATE_TEST_TASK: JSON.stringify({ mode: 'locate', model: modelDir, device, pairs: PAIRS, opts }) },
+      90000, RANKS);
+    const model = await loadModel(modelDir, { device, dtype: 'float32' });
     const one = await locateLayer(model, PAIRS, PAIRS.slice(0, 3), opts);
     // Its per-batch counts of m < 0 give the gate buildGate gives from each layer's whole MaskSet.
     const filled = await fillBenignAnswers(model, PAIRS);
@@ -183,12 +189,14 @@ suite('locateLayer on two ranks equals one process', () => {
     model.dispose();
     const exits = await Promise.all(ranks.map((r) => r.exited));
     exits.forEach((e) => expect({ code: e.code, stderr: e.stderr }).toEqual({ code: 0, stderr: '' }));
-    for (const r of [0, 1]) expect(JSON.parse(fs.readFileSync(path.join(out, `rank-${r}.json`), 'utf8'))).toEqual(one);
+    for (const r of rankList) expect(JSON.parse(fs.readFileSync(path.join(out, `rank-${r}.json`), 'utf8'))).toEqual(one);
     expect(one.table.filter((row) => row.eta !== null).length).toBeGreaterThan(1);
   });
 });
 
-suite('a rank that dies or hangs', () => {
+const cpuSuite = ready && device === 'cpu' && RANKS === 2 ? describe : describe.skip;
+
+cpuSuite('a rank that dies or hangs', () => {
   let pairsFile: string;
   beforeAll(async () => {
     const model = await loadModel(modelDir, { device: 'cpu', dtype: 'float32' });
@@ -249,7 +257,7 @@ suite('a rank that dies or hangs', () => {
   });
 });
 
-suite('the command line on two ranks', () => {
+cpuSuite('the command line on two ranks', () => {
   let pairsFile: string;
   beforeAll(() => {
     pairsFile = path.join(work, 'cli.jsonl');
