@@ -60,6 +60,10 @@ async function launchCommand(ctx: Context, o: Record<string, unknown>, args: str
     MASTER_ADDR: masterAddr, MASTER_PORT: String(masterPort), NGATE_LAUNCHER_PID: String(process.pid),
   };
   if (o.distTimeout !== undefined) baseEnv.NGATE_DIST_TIMEOUT_MS = String(o.distTimeout);
+  // Ranks that each spin up all the cores' worth of OpenMP threads fight over
+  // them (on a 2-core machine one rank of 2 threads beside another ran 10× slower):
+  // share the cores out, as torchrun does (it sets 1), unless told otherwise.
+  if (process.env.OMP_NUM_THREADS === undefined && nproc > 1) baseEnv.OMP_NUM_THREADS = String(Math.max(1, Math.floor(os.cpus().length / nproc)));
   const ranks: Rank[] = [];
   for (let local = 0; local < nproc; local++) {
     const rank = nodeRank * nproc + local;
@@ -76,7 +80,11 @@ async function launchCommand(ctx: Context, o: Record<string, unknown>, args: str
   ctx.io.stderr.write(`ngate launch: ${world} rank${world > 1 ? 's' : ''} (${nproc} here${nnodes > 1 ? `, machine ${nodeRank} of ${nnodes}` : ''}), ` +
     `rendezvous ${masterAddr}:${masterPort}; pids ${ranks.map((r) => `${r.rank}:${r.child.pid}`).join(' ')}\n`);
 
+  // A signal the launcher passes on is not a rank's failure: every rank stops
+  // on its own (the data-parallel edit stops all ranks at the same step).
+  let interrupted = false;
   const forward = (sig: NodeJS.Signals) => () => {
+    interrupted = true;
     for (const r of ranks) if (alive(r.child) && r.child.pid) { try { process.kill(r.child.pid, sig); } catch { /* gone already */ } }
   };
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
@@ -96,7 +104,7 @@ async function launchCommand(ctx: Context, o: Record<string, unknown>, args: str
   try {
     await Promise.all(ranks.map(async (r) => {
       const { code, signal } = await r.exit;
-      if (code === 0 || firstFailure) return;
+      if (code === 0 || firstFailure || interrupted) return;
       const exitCode = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
       firstFailure = { rank: r.rank, code: exitCode };
       ctx.io.stderr.write(`ngate launch: rank ${r.rank} (pid ${r.child.pid}) ${code !== null ? `exited with code ${code}` : `was killed by ${signal}`}; ` +
@@ -106,6 +114,9 @@ async function launchCommand(ctx: Context, o: Record<string, unknown>, args: str
   } finally {
     if (killTimer) clearTimeout(killTimer);
     for (const [sig, h] of handlers) process.removeListener(sig, h);
+  }
+  if (interrupted && !firstFailure) {
+    throw Object.assign(new Error('interrupted; the ranks were stopped'), { code: 'ERR_RANK_FAILED', exitCode: 130 });
   }
   const failed = firstFailure as { rank: number; code: number } | null;
   if (failed) throw Object.assign(new Error(`rank ${failed.rank} failed (exit code ${failed.code})`), { code: 'ERR_RANK_FAILED', exitCode: failed.code });
