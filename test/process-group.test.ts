@@ -3,6 +3,7 @@
 // errors of a build without c10d and of a bad environment.
 import * as fs from 'fs';
 import { initProcessGroup, parseDuration } from '../lib';
+import { EXIT, main } from '../lib/cli';
 import { resolveGroupOptions } from '../lib/dist/process-group';
 import { assignUnits } from '../lib/dist/shards';
 import * as native from '../lib/model/native';
@@ -91,4 +92,13 @@ test('a group of one: collectives return their input, and work is not split', as
   await g.destroy();
   await expect(g.barrier()).rejects.toMatchObject({ code: 'ERR_DIST' });
   fs.rmSync(store, { force: true });
+});
+
+test('as one of several ranks, a command that does not spread its work refuses to run (exit 2)', async () => {
+  env({ RANK: '1', WORLD_SIZE: '2' });
+  let err = '';
+  const code = await main(['data', '--out', '/tmp/never-written-by-ngate'], { stdout: { write: () => true }, stderr: { write: (s: string) => { err += s; } } });
+  expect(code).toBe(EXIT.usage);
+  expect(err).toMatch(/data does not run across ranks/);
+  expect(fs.existsSync('/tmp/never-written-by-ngate')).toBe(false);
 });

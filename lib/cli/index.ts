@@ -14,10 +14,11 @@ import { addDemoCommand } from './demo';
 import { addEditCommand } from './edit';
 import { addEvalCommand } from './eval';
 import { addInspectCommand } from './inspect';
-import { addLaunchCommand } from './launch';
+import { addLaunchCommand, DISTRIBUTED_COMMANDS } from './launch';
 import { addLearnMaskCommand } from './learn-mask';
 import { addLocateCommand } from './locate';
-import { CliIo, CommonOpts, Context, Define, joinedGroup } from './shared';
+import { CliIo, CommonOpts, Context, Define, joinedGroup, UsageError } from './shared';
+import { launchedDistributed } from '../dist/process-group';
 
 export { parseLayers, defaultModelDir } from './shared';
 export type { CliIo } from './shared';
@@ -60,6 +61,10 @@ function buildProgram(io: CliIo, signal: AbortSignal): Command {
     cmd.action(async (...a: unknown[]) => {
       const c = a[a.length - 1] as Command;
       const ctx = new Context(io, signal, c.opts() as CommonOpts);
+      // As one of several ranks, a command that does not spread its work would do it W times, each writing the same files.
+      if (launchedDistributed() && !DISTRIBUTED_COMMANDS.includes(name)) {
+        throw new UsageError(`${name} does not run across ranks (WORLD_SIZE is ${process.env.WORLD_SIZE}); run it alone`);
+      }
       try {
         await action(ctx, c.opts(), c.args);
       } finally {
