@@ -9,6 +9,8 @@ export type { GatedEditOptions, EditReport, FfnParam } from './method/gated-edit
 export { locateLayer } from './method/locate';
 export type { LocateOptions, LocateResult, LocateRow } from './method/locate';
 export { evaluate } from './method/evaluate';
+export { initProcessGroup, ProcessGroup, parseDuration, launchedDistributed, DEFAULT_DIST_TIMEOUT_MS } from './dist/process-group';
+export type { InitProcessGroupOptions, DistBackend, ReduceOp } from './dist/process-group';
 export type { EvaluateOptions, EvaluationReport } from './method/evaluate';
 export { validatePairs, preparePairs, fillBenignAnswers, encodeQuery } from './data/prepare';
 export type { PrivacyPair, PreparedPair, PreparedSequence } from './data/prepare';

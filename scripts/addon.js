@@ -19,7 +19,7 @@ const { spawn, spawnSync } = require('child_process');
 
 const root = path.resolve(__dirname, '..');
 const SOURCE_DIRS = ['native'];
-const SOURCE_FILES = ['CMakeLists.txt', 'scripts/native-sources.js'];
+const SOURCE_FILES = ['CMakeLists.txt', 'scripts/native-sources.js', 'scripts/find-dist.js'];
 
 function filesUnder(dir) {
   if (!fs.existsSync(dir)) return [];

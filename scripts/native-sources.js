@@ -6,7 +6,7 @@ const fs = require('fs');
 const path = require('path');
 
 const root = path.resolve(__dirname, '..');
-const dirs = ['native/binding', 'native/model', 'native/method'];
+const dirs = ['native/binding', 'native/model', 'native/method', 'native/dist'];
 const sources = dirs.flatMap((d) => {
   const abs = path.join(root, d);
   if (!fs.existsSync(abs)) return [];

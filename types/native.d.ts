@@ -87,6 +87,34 @@ export interface NativeEditOptions {
   layers: number[]; params: string[]; gated: boolean; keep?: Uint8Array; // [layers, hiddenSize] when gated
   epochs: number; lr: number; alpha: number; batchSize: number; padId: number;
   reuseLowerLayers?: boolean;
+  /** Data-parallel only: compare the weights across ranks every this many steps (0: first and last only). */
+  checkEvery?: number;
+}
+
+/** What native/dist needs to join a c10d process group (lib/dist/ fills it from torchrun's environment). */
+export interface NativeGroupOptions {
+  rank: number; size: number; backend: 'gloo' | 'nccl';
+  /** FileStore rendezvous at this path; else a TCPStore at host:port. */
+  file?: string; host?: string; port?: number;
+  /** Whether this rank hosts the TCPStore (default: rank 0). */
+  storeServer?: boolean;
+  prefix?: string;
+  timeoutMs: number; storeTimeoutMs: number;
+  /** Gloo's network device: an interface name, or a host name or address to bind. */
+  interface?: string; bindHost?: string;
+  cudaDevice?: number;
+}
+
+export type NativeReducible = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+/** One c10d process group; every call is a job on the addon's worker thread, in call order. */
+export interface NativeProcessGroup {
+  init(options: NativeGroupOptions): Promise<void>;
+  /** A new array of the same kind holding the reduction over the ranks. */
+  allreduce<T extends NativeReducible>(data: T, op: 'sum' | 'max' | 'min'): Promise<T>;
+  destroy(): Promise<void>;
+  /** True once a collective has failed: the group cannot be used again. */
+  readonly failed: boolean;
 }
 export interface NativeFfnProbe {
   x: Float32Array; g: Float32Array; u: Float32Array; delta: Float32Array; subject: Uint8Array;
@@ -108,7 +136,7 @@ export interface NativeModel {
   maskedLogits(sequences: NativeSequence[], layers: number[], hookPoint: 'ffn' | 'block', masks: Float32Array,
     padId: number, images?: NativeImages): Promise<Float32Array>;
   gatedEdit(pairs: NativePair[], options: NativeEditOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress, images?: NativeImages): Promise<{ epochLosses: number[] }>;
+    onProgress?: NativeProgress, images?: NativeImages, group?: NativeProcessGroup): Promise<{ epochLosses: number[] }>;
   editGradients(pairs: NativePair[], options: NativeEditOptions, images?: NativeImages): Promise<Float32Array[]>;
   probeFfn(pairs: NativePair[], layer: number, alpha: number, padId: number): Promise<NativeFfnProbe>;
   snapshotFfn(layers: number[]): Promise<number>;
@@ -123,6 +151,9 @@ export interface NativeModel {
 export interface NativeAddon {
   NativeModel: new () => NativeModel;
   CancelToken: new () => NativeCancelToken;
+  NativeProcessGroup: new () => NativeProcessGroup;
+  /** The c10d backends this build was compiled with. */
+  distBackends(): { gloo: boolean; nccl: boolean };
   info(): NativeInfo;
   setAttentionKernel(kernel: 'auto' | 'explicit'): void;
   /** The explicit attention path's largest piece of scores in bytes (0: the whole batch at once). */

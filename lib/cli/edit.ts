@@ -10,8 +10,9 @@ import { DEMO_DEFAULTS } from '../demo/run';
 import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
-  addModelOptions, addOutputOptions, checkLayers, Context, Define, ModelOpts, modelDirOf, openModel, parseLayers,
-  parseNonNegative, parseParams, parsePositiveInt, readPairs, requireFile, seconds, UsageError, withBenignAnswers, withDemoSettings,
+  addDistOptions, addModelOptions, addOutputOptions, checkLayers, Context, Define, DistOpts, finishGroup, joinGroup, ModelOpts, modelDirOf,
+  openModel, parseLayers, parseNonNegative, parseNonNegativeInt, parseParams, parsePositiveInt, partsDirOf, readPairs, requireFile, seconds,
+  UsageError, withBenignAnswers, withDemoSettings,
 } from './shared';
 
 /** Whether `inner` is `outer` or lies inside it (after resolving links where they exist). */
@@ -40,12 +41,14 @@ async function editCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
   let gate: Gate | null = null;
   if (gated) gate = loadGate(requireFile(o.gate as string, 'gate file'));
   let pairs = await readPairs(ctx, o.pairs as string);
-  const model = await openModel(ctx, o as ModelOpts);
+  const group = await joinGroup(ctx, o as DistOpts);
+  const partsDir = partsDirOf(o as DistOpts, group, out);
+  const model = await openModel(ctx, o as ModelOpts, group);
   try {
     const t0 = Date.now();
     const layers = (o.layers as number[] | undefined) ?? gate!.layers;
     checkLayers(model, layers);
-    pairs = (await withBenignAnswers(ctx, model, pairs)).pairs;
+    pairs = (await withBenignAnswers(ctx, model, pairs, group, partsDir)).pairs;
     ctx.log(`editing layer${layers.length > 1 ? 's' : ''} ${layers.join(', ')} ${gated ? 'through the gate' : 'without the gate'} on ${pairs.length} pairs`);
     const tuned = withDemoSettings(ctx, o as ModelOpts,
       { epochs: o.epochs as number | undefined, lr: o.lr as number | undefined, batchSize: o.batchSize as number | undefined },
@@ -54,12 +57,18 @@ async function editCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
       gated, layers, ...defined({
         epochs: tuned.epochs, lr: tuned.lr, alpha: o.alpha as number | undefined,
         batchSize: tuned.batchSize, params: o.params as FfnParam[] | undefined,
+        checkEvery: o.checkEvery as number | undefined,
       }),
+      ...(group ? { group } : {}),
       signal: ctx.signal, onProgress: ctx.progress,
     });
     ctx.checkAborted();
-    ctx.log(`saving ${out}`);
-    await model.save(out, { overwrite: !!o.overwrite, signal: ctx.signal, onProgress: ctx.progress });
+    // Every rank holds the same weights (checked at the end of the edit); rank 0 writes them.
+    if (ctx.rank === 0) {
+      ctx.log(`saving ${out}`);
+      await model.save(out, { overwrite: !!o.overwrite, signal: ctx.signal, onProgress: ctx.progress });
+    }
+    await finishGroup(group, o as DistOpts, partsDir);
     ctx.emit({ out, model: model.dir, ...report, seconds: seconds(t0) }, [
       textTable(['epoch', 'loss'], report.epochLosses.map((l, i) => [String(i + 1), fmt(l, 4)])), '',
       `edited ${report.editedTensors.length} tensors of layer${report.layers.length > 1 ? 's' : ''} ${report.layers.join(', ')} (${report.params.join(', ')}), ${report.gated ? 'with' : 'without'} the gate`,
@@ -71,7 +80,7 @@ async function editCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
 }
 
 export function addEditCommand(define: Define): Command {
-  return addOutputOptions(addModelOptions(define('edit', 'fine-tune the FFN of the gate\'s layers with the gated gradient (eq. 7) and save the checkpoint', editCommand)
+  return addDistOptions(addOutputOptions(addModelOptions(define('edit', 'fine-tune the FFN of the gate\'s layers with the gated gradient (eq. 7) and save the checkpoint', editCommand)
     .requiredOption('--pairs <file>', 'training pairs JSONL')
     .option('--gate <file>', 'gate .safetensors from build-gate')
     .option('--no-gate', 'the same edit without the gate (the paper\'s "w/o gate" ablation); needs --layers')
@@ -82,5 +91,6 @@ export function addEditCommand(define: Define): Command {
     .option('--batch-size <n>', `pairs per step (default ${EDIT_DEFAULTS.batchSize})`, parsePositiveInt)
     .option('--params <list>', 'FFN weights to train (default gate_proj,up_proj,down_proj)', parseParams)
     .requiredOption('--out <dir>', 'folder for the edited checkpoint (never the model folder)')
-    .option('--overwrite', 'replace a non-empty output folder')));
+    .option('--check-every <n>', 'with several ranks: compare the weights across ranks every n steps (default 50; 0: after the last only)', parseNonNegativeInt)
+    .option('--overwrite', 'replace a non-empty output folder'))));
 }

@@ -16,9 +16,11 @@ import { addDoctorCommand } from './doctor';
 import { addEditCommand } from './edit';
 import { addEvalCommand } from './eval';
 import { addInspectCommand } from './inspect';
+import { addLaunchCommand, DISTRIBUTED_COMMANDS } from './launch';
 import { addLearnMaskCommand } from './learn-mask';
 import { addLocateCommand } from './locate';
-import { CliIo, CommonOpts, Context, Define } from './shared';
+import { CliIo, CommonOpts, Context, Define, joinedGroup, UsageError } from './shared';
+import { launchedDistributed } from '../dist/process-group';
 
 export { parseLayers, defaultModelDir } from './shared';
 export type { CliIo } from './shared';
@@ -32,6 +34,9 @@ const BAD_INPUT_CODES = new Set(['ERR_USAGE', 'ERR_INPUT', 'ERR_MISSING_FILE', '
 
 function exitCodeOf(e: unknown, aborted: boolean): number {
   const code = (e as { code?: unknown })?.code;
+  // ngate launch: the code of the rank that failed.
+  const exitCode = (e as { exitCode?: unknown })?.exitCode;
+  if (code === 'ERR_RANK_FAILED' && typeof exitCode === 'number') return exitCode;
   if (aborted || code === 'ERR_ABORTED' || (e as Error)?.name === 'AbortError') return EXIT.interrupted;
   if (typeof code === 'string' && (BAD_INPUT_CODES.has(code) || /^ERR_.*(_FILE|INPUT|CONFIG)$/.test(code))) return EXIT.usage;
   if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') return EXIT.usage;
@@ -39,7 +44,8 @@ function exitCodeOf(e: unknown, aborted: boolean): number {
 }
 
 /** The subcommands, in the order `ngate --help` lists them. */
-const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand, addInspectCommand, addBuildCommand, addDoctorCommand];
+const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand,
+  addInspectCommand, addLaunchCommand, addBuildCommand, addDoctorCommand];
 
 function buildProgram(io: CliIo, signal: AbortSignal, result: { code: number }): Command {
   const program = new Command('ngate')
@@ -57,6 +63,10 @@ function buildProgram(io: CliIo, signal: AbortSignal, result: { code: number }):
     cmd.action(async (...a: unknown[]) => {
       const c = a[a.length - 1] as Command;
       const ctx = new Context(io, signal, c.opts() as CommonOpts);
+      // As one of several ranks, a command that does not spread its work would do it W times, each writing the same files.
+      if (launchedDistributed() && !DISTRIBUTED_COMMANDS.includes(name)) {
+        throw new UsageError(`${name} does not run across ranks (WORLD_SIZE is ${process.env.WORLD_SIZE}); run it alone`);
+      }
       try {
         await action(ctx, c.opts(), c.args);
         result.code = ctx.exitCode;
@@ -120,7 +130,8 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
     }
     const code = exitCodeOf(e, controller.signal.aborted);
     const message = code === EXIT.interrupted ? 'interrupted; no output was written for the step that was stopped' : (e as Error)?.message ?? String(e);
-    io.stderr.write(`ngate: ${message}\n`);
+    const group = joinedGroup();
+    io.stderr.write(`ngate${group ? ` [rank ${group.rank} of ${group.size}]` : ''}: ${message}\n`);
     if (code === EXIT.failure && process.env.NGATE_DEBUG && (e as Error)?.stack) io.stderr.write(`${(e as Error).stack}\n`);
     if (json) {
       const err = e as NgateError;
@@ -133,7 +144,12 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
   }
 }
 
-/** The binary's entry: process arguments and streams, SIGINT handled, exit code set. */
+/**
+ * The binary's entry: process arguments and streams, SIGINT handled, exit code
+ * set. A rank that fails while in a process group exits at once: its group
+ * cannot be used again, and its threads may still wait on a dead peer.
+ */
 export async function run(argv: string[] = process.argv.slice(2)): Promise<void> {
   process.exitCode = await main(argv, { handleSignals: true });
+  if (process.exitCode !== EXIT.ok && joinedGroup()) process.exit(process.exitCode);
 }

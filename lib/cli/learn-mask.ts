@@ -9,20 +9,23 @@ import { DEMO_DEFAULTS } from '../demo/run';
 import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
-  addModelOptions, addOutputOptions, checkLayers, Context, Define, mean, ModelOpts, openModel, outputFile, parseLayers,
-  parseNonNegative, parsePositiveInt, parseSeed, readPairs, seconds, withBenignAnswers, withDemoSettings,
+  addDistOptions, addModelOptions, addOutputOptions, checkLayers, Context, Define, DistOpts, finishGroup, joinGroup, mean, ModelOpts,
+  openModel, outputFile, parseLayers, parseNonNegative, parsePositiveInt, parseSeed, partsDirOf, readPairs, seconds, withBenignAnswers,
+  withDemoSettings,
 } from './shared';
 
 async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
   const out = outputFile(o.out as string);
   let pairs = await readPairs(ctx, o.pairs as string);
-  const model = await openModel(ctx, o as ModelOpts);
+  const group = await joinGroup(ctx, o as DistOpts);
+  const partsDir = partsDirOf(o as DistOpts, group, out);
+  const model = await openModel(ctx, o as ModelOpts, group);
   try {
     const t0 = Date.now();
     checkLayers(model, o.layers as number[]);
-    const filled = await withBenignAnswers(ctx, model, pairs);
+    const filled = await withBenignAnswers(ctx, model, pairs, group, partsDir);
     pairs = filled.pairs;
-    if (o.pairsOut !== undefined && filled.filled > 0) {
+    if (o.pairsOut !== undefined && filled.filled > 0 && ctx.rank === 0) {
       const f = outputFile(o.pairsOut as string);
       ctx.checkAborted();
       await writePairsFile(f, pairs);
@@ -38,10 +41,12 @@ async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promi
         alpha: o.alpha as number | undefined, batchSize: o.batchSize as number | undefined,
         hookPoint: o.hookPoint as 'ffn' | 'block' | undefined, seed: o.seed as number | undefined,
       }),
+      ...(group ? { group } : {}), ...(partsDir !== undefined ? { partsDir } : {}),
       signal: ctx.signal, onProgress: ctx.progress,
     });
     ctx.checkAborted();
-    saveMasks(masks, out);
+    if (ctx.rank === 0) saveMasks(masks, out);
+    await finishGroup(group, o as DistOpts, partsDir);
     const stats = maskStats(masks);
     ctx.emit({
       out, pairCount: masks.pairIds.length, layers: masks.layers, hiddenSize: masks.hiddenSize, hookPoint: masks.hookPoint,
@@ -85,7 +90,7 @@ export function meanLoss(masks: MaskSet): { sensitive: number; benign: number; l
 }
 
 export function addLearnMaskCommand(define: Define): Command {
-  return addOutputOptions(addModelOptions(define('learn-mask', 'learn the vectors m_l per pair (eq. 2–5; several layers jointly, eq. 8)', learnMaskCommand)
+  return addDistOptions(addOutputOptions(addModelOptions(define('learn-mask', 'learn the vectors m_l per pair (eq. 2–5; several layers jointly, eq. 8)', learnMaskCommand)
     .requiredOption('--pairs <file>', 'pairs JSONL (r_org is generated where missing)')
     .requiredOption('--layers <list>', 'decoder layers, e.g. 2,3 or 2-4', parseLayers)
     .requiredOption('--out <file>', 'masks .safetensors')
@@ -96,5 +101,5 @@ export function addLearnMaskCommand(define: Define): Command {
     .option('--batch-size <n>', `pairs per batch (default ${MASK_DEFAULTS.batchSize}; does not change the result)`, parsePositiveInt)
     .addOption(new Option('--hook-point <where>', 'where m_l scales the features (default ffn)').choices(['ffn', 'block']))
     .option('--seed <n>', 'recorded with the masks', parseSeed)
-    .option('--pairs-out <file>', 'also write the pairs with the generated r_org, to reuse them')));
+    .option('--pairs-out <file>', 'also write the pairs with the generated r_org, to reuse them'))));
 }

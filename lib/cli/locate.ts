@@ -9,18 +9,21 @@ import { DEMO_DEFAULTS } from '../demo/run';
 import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
-  addModelOptions, addOutputOptions, addRefusalOptions, Context, Define, matcherOf, ModelOpts, openModel,
-  parseNonNegative, parseNonNegativeInt, parsePositiveInt, parseSearch, parseShare, readPairs, seconds, withBenignAnswers, withDemoSettings,
+  addDistOptions, addModelOptions, addOutputOptions, addRefusalOptions, Context, Define, DistOpts, finishGroup, joinGroup, matcherOf,
+  ModelOpts, openModel, parseNonNegative, parseNonNegativeInt, parsePositiveInt, parseSearch, parseShare, partsDirOf, readPairs, seconds,
+  withBenignAnswers, withDemoSettings,
 } from './shared';
 
 async function locateCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
   const refusal = matcherOf(o);
   const train = await readPairs(ctx, o.train as string, 'training pairs file');
   const val = await readPairs(ctx, o.val as string, 'validation pairs file');
-  const model = await openModel(ctx, o as ModelOpts);
+  const group = await joinGroup(ctx, o as DistOpts);
+  const partsDir = partsDirOf(o as DistOpts, group, undefined);
+  const model = await openModel(ctx, o as ModelOpts, group);
   try {
     const t0 = Date.now();
-    const filled = (await withBenignAnswers(ctx, model, train)).pairs;
+    const filled = (await withBenignAnswers(ctx, model, train, group, partsDir)).pairs;
     const search = (o.search as [number, number] | undefined) ?? [3, 19];
     ctx.log(`single-layer masks on layers ${search[0]}–${Math.min(search[1], model.config.numLayers - 1)}, then single-layer edits within radius ${o.radius ?? 3} of the centre`);
     const tuned = withDemoSettings(ctx, o as ModelOpts,
@@ -31,8 +34,10 @@ async function locateCommand(ctx: Context, o: Record<string, unknown>): Promise<
       mask: defined({ steps: tuned.steps, lr: tuned.maskLr, l1: o.l1 as number | undefined, alpha: o.alpha as number | undefined }),
       edit: { ...defined({ epochs: tuned.epochs, lr: tuned.lr, alpha: o.alpha as number | undefined }), gated: o.gate !== false },
       evaluate: { ...defined({ maxNewTokens: o.maxNewTokens as number | undefined }), refusal },
+      ...(group ? { group } : {}), ...(partsDir !== undefined ? { partsDir } : {}),
       signal: ctx.signal, onProgress: ctx.progress,
     });
+    await finishGroup(group, o as DistOpts, partsDir);
     ctx.emit({ model: model.dir, seconds: seconds(t0), ...res }, [
       textTable(['layer', 'strong share', 'EtA', 'RtA(sens)', '1−RtA(benign)', 'note'],
         res.table.map((r) => [String(r.layer), `${(100 * r.strongShare).toFixed(1)}%`, fmt(r.eta), fmt(r.rtaSensitive), fmt(r.nonRefusalBenign),
@@ -45,7 +50,7 @@ async function locateCommand(ctx: Context, o: Record<string, unknown>): Promise<
 }
 
 export function addLocateCommand(define: Define): Command {
-  return addOutputOptions(addModelOptions(addRefusalOptions(define('locate', 'find the layer to edit: centre by strong share, then edit each layer within the radius (appendix 10.1)', locateCommand)
+  return addDistOptions(addOutputOptions(addModelOptions(addRefusalOptions(define('locate', 'find the layer to edit: centre by strong share, then edit each layer within the radius (appendix 10.1)', locateCommand)
     .requiredOption('--train <file>', 'pairs to learn masks and edit on')
     .requiredOption('--val <file>', 'pairs to score each trial edit on')
     .option('--search <first,last>', 'layers searched for the centre (default 3,19, clamped to the model)', parseSearch)
@@ -58,5 +63,5 @@ export function addLocateCommand(define: Define): Command {
     .option('--epochs <n>', `edit epochs (default ${EDIT_DEFAULTS.epochs})`, parsePositiveInt)
     .option('--lr <x>', `edit learning rate (default ${EDIT_DEFAULTS.lr})`, parseNonNegative)
     .option('--no-gate', 'trial edits without the gate')
-    .option('--max-new-tokens <n>', 'tokens per answer (default 32)', parsePositiveInt))));
+    .option('--max-new-tokens <n>', 'tokens per answer (default 32)', parsePositiveInt)))));
 }

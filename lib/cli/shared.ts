@@ -10,6 +10,7 @@ import type { ModelDtype } from '../model/config';
 import { loadModel, Model, Progress } from '../model/model';
 import { packageRoot } from '../model/native';
 import { fillBenignAnswers, PrivacyPair } from '../data/prepare';
+import { DEFAULT_DIST_TIMEOUT_MS, initProcessGroup, launchedDistributed, parseDuration, ProcessGroup } from '../dist/process-group';
 import { readPairsFile } from '../data/pairs-file';
 import type { FfnParam } from '../method/gated-edit';
 import { makeRefusalMatcher, RefusalMatcher } from '../method/refusal';
@@ -107,23 +108,31 @@ export const PROGRESS_LINE_MS = Number(process.env.NGATE_PROGRESS_MS ?? 5000);
 export class Context {
   private bar: cliProgress.SingleBar | null = null;
   private barStage = '';
-  readonly bars: boolean;
+  bars: boolean;
+  /** This process's rank when it is one of several (only rank 0 speaks and writes). */
+  rank = 0;
 
   constructor(readonly io: CliIo, readonly signal: AbortSignal, readonly opts: CommonOpts) {
     // Bars only for a person watching: a terminal, and not when a script wants JSON.
     this.bars = !!io.stderr.isTTY && !opts.json;
   }
 
-  /** A library warning, on stderr unless --quiet (also with --json: it is not the result). */
+  /** Joined a group as `rank`: every rank but 0 works silently, and writes nothing. */
+  setRank(rank: number): void {
+    this.rank = rank;
+    if (rank !== 0) this.bars = false;
+  }
+
+  /** A library warning, on stderr unless --quiet (also with --json: it is not the result); rank 0 only. */
   readonly warn = (w: NgateWarning): void => {
-    if (this.opts.quiet) return;
+    if (this.opts.quiet || this.rank !== 0) return;
     this.stopBar();
     this.io.stderr.write(`warning: ${w.message}\n`);
   };
 
-  /** A line on stderr for a person; silent with --json or --quiet. */
+  /** A line on stderr for a person; silent with --json or --quiet, and on every rank but 0. */
   log(line: string): void {
-    if (this.opts.json || this.opts.quiet) return;
+    if (this.opts.json || this.opts.quiet || this.rank !== 0) return;
     this.stopBar();
     this.io.stderr.write(line + '\n');
   }
@@ -140,7 +149,7 @@ export class Context {
    * so that a long step is never silent.
    */
   readonly progress = (p: Progress): void => {
-    if (this.opts.quiet) return;
+    if (this.opts.quiet || this.rank !== 0) return;
     if (!this.bars) {
       const now = Date.now();
       const fresh = p.stage !== this.lineStage;
@@ -171,9 +180,10 @@ export class Context {
     if (this.bar) { this.bar.stop(); this.bar = null; }
   }
 
-  /** Prints the result: one JSON document with --json, the text otherwise. */
+  /** Prints the result: one JSON document with --json, the text otherwise (rank 0 only). */
   emit(doc: unknown, text: string): void {
     this.stopBar();
+    if (this.rank !== 0) return;
     if (this.opts.json) this.io.stdout.write(JSON.stringify(doc, null, 2) + '\n');
     else this.io.stdout.write(text.endsWith('\n') ? text : text + '\n');
   }
@@ -236,10 +246,81 @@ export function modelDirOf(o: ModelOpts): string {
   return dir;
 }
 
-export async function openModel(ctx: Context, o: ModelOpts): Promise<Model> {
+/** The model, on this rank's device when it is one of several (`--device cuda` is then GPU LOCAL_RANK). */
+export async function openModel(ctx: Context, o: ModelOpts, group: ProcessGroup | null = null): Promise<Model> {
   const dir = modelDirOf(o);
-  ctx.log(`loading ${dir}`);
-  return loadModel(dir, { device: o.device, dtype: o.dtype, signal: ctx.signal, onProgress: ctx.progress });
+  ctx.log(`loading ${dir}${group ? ` on ${group.size} ranks (${group.backend})` : ''}`);
+  return loadModel(dir, { device: group ? group.device : o.device, dtype: o.dtype, signal: ctx.signal, onProgress: ctx.progress });
+}
+
+export interface DistOpts { distTimeout?: number; partsDir?: string; device?: string }
+
+/** The options of the commands that spread their work over ranks when launched as several. */
+export function addDistOptions(cmd: Command): Command {
+  return cmd
+    .option('--dist-timeout <duration>', `with several ranks: how long a rank waits for the others before it fails, e.g. 90s or 10m (default ${DEFAULT_DIST_TIMEOUT_MS / 60000}m)`, parseDurationOption)
+    .option('--parts-dir <dir>', 'with several ranks: where finished parts of the work are kept, so that a restarted job skips them');
+}
+
+export function parseDurationOption(s: string): number {
+  try {
+    return parseDuration(s);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+/**
+ * Joins the process group when this process is one of several ranks
+ * (WORLD_SIZE > 1: `ngate launch` or torchrun); null when it runs alone.
+ */
+export async function joinGroup(ctx: Context, o: DistOpts): Promise<ProcessGroup | null> {
+  if (!launchedDistributed()) return null;
+  const device = o.device === undefined ? 'cpu' : o.device;
+  const group = await initProcessGroup({ device, ...(o.distTimeout !== undefined ? { timeoutMs: o.distTimeout } : {}) });
+  ctx.setRank(group.rank);
+  activeGroup = group;
+  watchLauncher();
+  return group;
+}
+
+let activeGroup: ProcessGroup | null = null;
+
+/** The group this process joined and has not left, for the exit path (index.ts). */
+export function joinedGroup(): ProcessGroup | null {
+  return activeGroup;
+}
+
+/** Under `ngate launch`: end this rank if the launcher itself is gone (killed without passing the signal on). */
+function watchLauncher(): void {
+  const launcher = Number(process.env.NGATE_LAUNCHER_PID);
+  if (!Number.isInteger(launcher) || launcher <= 0) return;
+  setInterval(() => {
+    if (process.ppid !== launcher) process.exit(1);
+  }, 1000).unref();
+}
+
+/**
+ * The parts folder of a command: --parts-dir, else (with several ranks) the
+ * output's name + ".parts"; undefined when it runs alone and none was asked for.
+ */
+export function partsDirOf(o: DistOpts, group: ProcessGroup | null, out: string | undefined): string | undefined {
+  if (o.partsDir !== undefined) return path.resolve(o.partsDir);
+  return group && out !== undefined ? `${out}.parts` : undefined;
+}
+
+/**
+ * After rank 0 has written the outputs: every rank waits for it, then one
+ * rank per machine removes the default parts folder, and the group is left.
+ */
+export async function finishGroup(group: ProcessGroup | null, o: DistOpts, partsDir: string | undefined): Promise<void> {
+  if (!group) return;
+  await group.barrier();
+  if (partsDir !== undefined && o.partsDir === undefined && group.localRank === 0) {
+    try { fs.rmSync(partsDir, { recursive: true, force: true }); } catch { /* a leftover folder is harmless */ }
+  }
+  await group.destroy();
+  activeGroup = null;
 }
 
 export async function readPairs(ctx: Context, file: string, what = 'pairs file'): Promise<PrivacyPair[]> {
@@ -249,12 +330,16 @@ export async function readPairs(ctx: Context, file: string, what = 'pairs file')
   return pairs;
 }
 
-/** r_org for every pair without one, from the unedited model. */
-export async function withBenignAnswers(ctx: Context, model: Model, pairs: PrivacyPair[]): Promise<{ pairs: PrivacyPair[]; filled: number }> {
+/** r_org for every pair without one, from the unedited model (spread over the ranks of `group`). */
+export async function withBenignAnswers(ctx: Context, model: Model, pairs: PrivacyPair[], group: ProcessGroup | null = null,
+  partsDir?: string): Promise<{ pairs: PrivacyPair[]; filled: number }> {
   const missing = pairs.filter((p) => p.benignAnswer === undefined).length;
   if (missing === 0) return { pairs, filled: 0 };
   ctx.log(`generating r_org (the unedited model's benign answers) for ${missing} pairs`);
-  const out = await fillBenignAnswers(model, pairs, { signal: ctx.signal, onProgress: (done, total) => ctx.progress({ stage: 'r_org', done, total }) });
+  const out = await fillBenignAnswers(model, pairs, {
+    signal: ctx.signal, onProgress: (done, total) => ctx.progress({ stage: 'r_org', done, total }),
+    ...(group ? { group } : {}), ...(partsDir !== undefined ? { partsDir } : {}),
+  });
   return { pairs: out, filled: missing };
 }
 

@@ -2,6 +2,8 @@
 // chat template, the subject's character span mapped to token positions
 // through the tokenizer's offsets, and the target answer appended.
 import type { NativeImages, NativePair, NativeSequence } from '../../types/native';
+import type { ProcessGroup } from '../dist/process-group';
+import { assignUnits, gatherUnitsJson, partsFor } from '../dist/shards';
 import { NgateError } from '../util/errors';
 import type { Model } from '../model/model';
 import { defaultRefusalResponse } from './safe-response';
@@ -156,7 +158,8 @@ async function prepareSequence(model: Model, query: string, subject: string, ans
  * with r_org. A missing benignAnswer is generated here while the model is
  * still unedited (cache them with fillBenignAnswers to generate them once).
  */
-export async function preparePairs(model: Model, pairs: PrivacyPair[], opts: { refusal?: string } = {}): Promise<PreparedPair[]> {
+export async function preparePairs(model: Model, pairs: PrivacyPair[],
+  opts: { refusal?: string; group?: ProcessGroup; signal?: AbortSignal } = {}): Promise<PreparedPair[]> {
   validatePairs(pairs);
   const missing = pairs.findIndex((p) => p.benignAnswer === undefined);
   if (missing >= 0) {
@@ -164,7 +167,7 @@ export async function preparePairs(model: Model, pairs: PrivacyPair[], opts: { r
       throw pairError(pairs[missing], missing, 'benignAnswer',
         'is missing and the model has already been edited: r_org must come from the unedited model, so call fillBenignAnswers(model, pairs) before the first edit');
     }
-    pairs = await fillBenignAnswers(model, pairs);
+    pairs = await fillBenignAnswers(model, pairs, { group: opts.group, signal: opts.signal });
   }
   const out: PreparedPair[] = [];
   for (const [i, p] of pairs.entries()) {
@@ -185,9 +188,13 @@ export async function preparePairs(model: Model, pairs: PrivacyPair[], opts: { r
  * r_org for every pair that lacks it: the unedited model's greedy answer to
  * the benign query (section 3.2.2). Returns new pair objects; the input is not
  * modified. Call it before any edit, and cache the result with the data.
+ * With a process group, the batches of queries are spread over the ranks and
+ * every rank gets every answer; with `partsDir`, each batch's answers are
+ * kept there as it finishes and taken from there by a restarted job.
  */
 export async function fillBenignAnswers(model: Model, pairs: PrivacyPair[],
-  opts: { maxNewTokens?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {}): Promise<PrivacyPair[]> {
+  opts: { maxNewTokens?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void;
+    group?: ProcessGroup; partsDir?: string } = {}): Promise<PrivacyPair[]> {
   validatePairs(pairs);
   const missing = pairs.map((p, i) => (p.benignAnswer === undefined ? i : -1)).filter((i) => i >= 0);
   if (missing.length > 0 && model.editedTensors.size > 0) {
@@ -196,14 +203,34 @@ export async function fillBenignAnswers(model: Model, pairs: PrivacyPair[],
   }
   const out = pairs.map((p) => ({ ...p }));
   const batchSize = opts.batchSize ?? 16;
-  for (let k = 0; k < missing.length; k += batchSize) {
-    const idx = missing.slice(k, k + batchSize);
+  const maxNewTokens = opts.maxNewTokens ?? 48;
+  const units: number[][] = [];
+  for (let k = 0; k < missing.length; k += batchSize) units.push(missing.slice(k, k + batchSize));
+  const parts = partsFor(opts.partsDir, 'benign-answers', model, {
+    maxNewTokens, batchSize, queries: missing.map((i) => [pairs[i].benign, pairs[i].subject, pairs[i].image ?? null]),
+  });
+  const { compute, load } = await assignUnits(units.length, opts.group, (u) => parts?.has(u) ?? false);
+  const mine = new Map<number, string[]>();
+  for (const u of load) {
+    const answers = parts!.readJson<string[]>(u);
+    if (answers && answers.length === units[u].length) mine.set(u, answers);
+    else compute.push(u);  // an unreadable part is answered again
+  }
+  const total = compute.reduce((n, u) => n + units[u].length, 0);
+  let done = 0;
+  for (const u of compute) {
+    const idx = units[u];
     const prompts = await Promise.all(idx.map(async (i) => (await encodeQuery(model, pairs[i].benign, pairs[i].subject, pairs[i].image)).ids));
     const images = idx.some((i) => pairs[i].image !== undefined) ? idx.map((i) => pairs[i].image ?? null) : undefined;
-    const gens = await model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 48, signal: opts.signal, images });
-    gens.forEach((g, j) => { out[idx[j]].benignAnswer = g.text.trim(); });
-    opts.onProgress?.(Math.min(k + batchSize, missing.length), missing.length);
+    const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal, images });
+    const answers = gens.map((g) => g.text.trim());
+    parts?.writeJson(u, answers);
+    mine.set(u, answers);
+    done += idx.length;
+    opts.onProgress?.(done, total);
   }
+  const all = await gatherUnitsJson(opts.group, mine);
+  units.forEach((idx, u) => all.get(u)!.forEach((a, j) => { out[idx[j]].benignAnswer = a; }));
   return out;
 }
 

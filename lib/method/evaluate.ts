@@ -3,6 +3,8 @@
 // 1 − RtA on benign ones and their mean EtA, per category and overall. Every
 // raw response is kept so that another judge can re-score the report.
 import { PrivacyPair, encodeQuery, validatePairs } from '../data/prepare';
+import type { ProcessGroup } from '../dist/process-group';
+import { assignUnits, gatherUnitsJson, partsFor } from '../dist/shards';
 import { NgateError } from '../util/errors';
 import { Outcome, privacyEditScores, PrivacyEditScores } from './metrics';
 import type { Model, ProgressCallback } from '../model/model';
@@ -15,6 +17,13 @@ export interface EvaluateOptions {
   batchSize?: number;
   /** How refusals are recognised; default the paper's prefixes, prefix mode, case-folded. */
   refusal?: Partial<RefusalMatcher>;
+  /** Spread the batches of queries over the ranks; every rank gets every outcome, in the caller's order. */
+  group?: ProcessGroup;
+  /**
+   * Keep each batch's outcomes here as it finishes; a restarted job takes them
+   * from here (not used while the model holds edits made in this process).
+   */
+  partsDir?: string;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -35,18 +44,37 @@ export async function evaluate(model: Model, pairs: PrivacyPair[], opts: Evaluat
     throw new NgateError('ERR_INPUT', `batchSize must be a positive integer, got ${batchSize}`, { field: 'batchSize' });
   }
   const queries = pairs.flatMap((p) => (['sensitive', 'benign'] as const).map((kind) => ({ pair: p, kind })));
-  const outcomes: Outcome[] = [];
-  for (let k = 0; k < queries.length; k += batchSize) {
-    const chunk = queries.slice(k, k + batchSize);
+  const units: (typeof queries)[] = [];
+  for (let k = 0; k < queries.length; k += batchSize) units.push(queries.slice(k, k + batchSize));
+  const parts = partsFor(opts.partsDir, 'evaluate', model, {
+    maxNewTokens, batchSize, matcher,
+    queries: queries.map((q) => [q.pair.id, q.pair.category, q.kind, q.pair[q.kind], q.pair.subject, q.pair.image ?? null]),
+  });
+  const { compute, load } = await assignUnits(units.length, opts.group, (u) => parts?.has(u) ?? false);
+  const mine = new Map<number, Outcome[]>();
+  for (const u of load) {
+    const got = parts!.readJson<Outcome[]>(u);
+    if (got && got.length === units[u].length) mine.set(u, got);
+    else compute.push(u);  // an unreadable part is evaluated again
+  }
+  const total = compute.reduce((n, u) => n + units[u].length, 0);
+  let done = 0;
+  for (const u of compute) {
+    const chunk = units[u];
     const prompts = await Promise.all(chunk.map(async (q) => (await encodeQuery(model, q.pair[q.kind], q.pair.subject, q.pair.image)).ids));
     // Image pairs: each query is asked about its image (ids already carry the expanded image run).
     const images = chunk.some((q) => q.pair.image !== undefined) ? chunk.map((q) => q.pair.image ?? null) : undefined;
     const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal, images });
-    gens.forEach((g, j) => {
+    const outcomes = gens.map((g, j): Outcome => {
       const { pair, kind } = chunk[j];
-      outcomes.push({ id: pair.id, category: pair.category, kind, response: g.text, refused: isRefusal(g.text, matcher), generatedTokens: g.ids.length });
+      return { id: pair.id, category: pair.category, kind, response: g.text, refused: isRefusal(g.text, matcher), generatedTokens: g.ids.length };
     });
-    opts.onProgress?.({ stage: 'evaluate', done: Math.min(k + batchSize, queries.length), total: queries.length });
+    parts?.writeJson(u, outcomes);
+    mine.set(u, outcomes);
+    done += chunk.length;
+    opts.onProgress?.({ stage: 'evaluate', done, total });
   }
+  const all = await gatherUnitsJson(opts.group, mine);
+  const outcomes = units.flatMap((_, u) => all.get(u)!);
   return { matcher, maxNewTokens, scores: privacyEditScores(outcomes), outcomes };
 }

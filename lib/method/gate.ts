@@ -1,5 +1,6 @@
 // The neural gate (eq. 6) built from learned masks, exact merging of gates from
 // sharded mask runs, and the files both are kept in.
+import type { ProcessGroup } from '../dist/process-group';
 import { NgateError } from '../util/errors';
 import { warn, WarningCallback } from '../util/warnings';
 import { writeFileAtomic } from '../util/atomic-write';
@@ -21,6 +22,13 @@ export interface BuildGateOptions {
   threshold?: number;
   /** Where warnings go (default: Node's process warnings). */
   onWarning?: WarningCallback;
+  /**
+   * Pool the masks of every rank of this group: each rank passes its own
+   * shard (possibly none), the negative counts and pair counts are summed
+   * over the ranks as int64 — the exact merge of mergeGates — and every rank
+   * gets the gate of all the pairs. Then buildGate returns a promise.
+   */
+  group?: ProcessGroup;
 }
 
 const GATE_FORMAT = 'ngate.gate';
@@ -132,7 +140,7 @@ function checkGateShape(g: Gate, field: (name: string) => string): void {
  * merging both end here, so a merged gate and a gate built from all masks at
  * once are the same bits.
  */
-function gateFromCounts(layers: number[], hiddenSize: number, threshold: number, pairCount: number, negativeCounts: Uint32Array, pairIds?: string[]): Gate {
+export function gateFromCounts(layers: number[], hiddenSize: number, threshold: number, pairCount: number, negativeCounts: Uint32Array, pairIds?: string[]): Gate {
   const n = layers.length * hiddenSize;
   const share = new Float32Array(n);
   const keep = new Uint8Array(n);
@@ -167,12 +175,30 @@ function gateFromCounts(layers: number[], hiddenSize: number, threshold: number,
  * are inactive (M = 0), weakly active (0 < M ≤ τ) or strongly active (M > τ);
  * `keep` is M > τ, the gate of eq. 7.
  */
-export function buildGate(masks: MaskSet | MaskSet[], opts: BuildGateOptions = {}): Gate {
+export function buildGate(masks: MaskSet | MaskSet[], opts?: BuildGateOptions & { group?: undefined }): Gate;
+export function buildGate(masks: MaskSet | MaskSet[], opts: BuildGateOptions & { group: ProcessGroup }): Promise<Gate>;
+export function buildGate(masks: MaskSet | MaskSet[], opts: BuildGateOptions = {}): Gate | Promise<Gate> {
+  if (opts.group) return buildGateAcrossRanks(masks, opts.threshold, opts.group).then((g) => warnEmptyLayers(g, opts.onWarning));
+  return warnEmptyLayers(buildGateHere(masks, opts.threshold), opts.onWarning);
+}
+
+function warnEmptyLayers(gate: Gate, onWarning: WarningCallback | undefined): Gate {
+  for (const c of gate.counts) {
+    if (c.strong === 0) {
+      warn(onWarning, 'NGATE_EMPTY_GATE_LAYER', `layer ${c.layer} has no strongly active neuron (no dimension with M_l > τ = ${gate.threshold}; ` +
+        `${c.weak} weakly active): a gated edit of it passes no gradient from subject positions. ` +
+        'Lower τ, or learn the masks with more steps or a larger learning rate so that they cross zero');
+    }
+  }
+  return gate;
+}
+
+function buildGateHere(masks: MaskSet | MaskSet[], thresholdOpt: number | undefined): Gate {
   const many = Array.isArray(masks);
   const sets = many ? masks : [masks];
   const field = (i: number) => (name: string) => (many ? `masks[${i}].${name}` : name);
   if (sets.length === 0) inputError('expected at least one MaskSet', 'masks');
-  const threshold = opts.threshold ?? DEFAULT_GATE_THRESHOLD;
+  const threshold = thresholdOpt ?? DEFAULT_GATE_THRESHOLD;
   const tp = thresholdProblem(threshold);
   if (tp) inputError(tp, 'threshold');
   sets.forEach((s, i) => checkMaskSet(s, field(i)));
@@ -207,15 +233,64 @@ export function buildGate(masks: MaskSet | MaskSet[], opts: BuildGateOptions = {
     }
   });
   const pairIds = sets.flatMap((s) => s.pairIds);
-  const gate = gateFromCounts(layers, hiddenSize, threshold, pairCount, negativeCounts, pairIds);
-  for (const c of gate.counts) {
-    if (c.strong === 0) {
-      warn(opts.onWarning, 'NGATE_EMPTY_GATE_LAYER', `layer ${c.layer} has no strongly active neuron (no dimension with M_l > τ = ${threshold}; ` +
-        `${c.weak} weakly active): a gated edit of it passes no gradient from subject positions. ` +
-        'Lower τ, or learn the masks with more steps or a larger learning rate so that they cross zero');
+  return gateFromCounts(layers, hiddenSize, threshold, pairCount, negativeCounts, pairIds);
+}
+
+/**
+ * buildGate over the shards of every rank. A problem found on one rank is
+ * reported on every rank (naming the rank), so that no rank is left waiting
+ * in a collective the others never reach.
+ */
+async function buildGateAcrossRanks(masks: MaskSet | MaskSet[], thresholdOpt: number | undefined, group: ProcessGroup): Promise<Gate> {
+  const sets = Array.isArray(masks) ? masks : [masks];
+  let local: Gate | null = null;
+  let problem: string | null = null;
+  try {
+    if (sets.length > 0) local = buildGateHere(masks, thresholdOpt);
+    else {
+      const tp = thresholdProblem(thresholdOpt ?? DEFAULT_GATE_THRESHOLD);
+      if (tp) inputError(tp, 'threshold');
     }
+  } catch (e) {
+    problem = (e as Error).message;
   }
-  return gate;
+  type Shard = { problem: string | null; layers?: number[]; hiddenSize?: number; threshold?: number; pairIds?: string[] };
+  const shards = await group.gatherJson<Shard>(local
+    ? { problem, layers: local.layers, hiddenSize: local.hiddenSize, threshold: local.threshold, pairIds: local.pairIds }
+    : { problem });
+  const bad = shards.findIndex((s) => s.problem !== null);
+  if (bad >= 0) inputError(`rank ${bad}: ${shards[bad].problem}`, 'masks');
+  const first = shards.findIndex((s) => s.layers !== undefined);
+  if (first < 0) inputError('no rank has any masks: eq. 6 averages over N ≥ 1 masks', 'masks');
+  const ref = shards[first];
+  const owner = new Map<string, number>();
+  shards.forEach((s, r) => {
+    if (s.layers === undefined) return;
+    if (!sameList(s.layers, ref.layers!)) inputError(`rank ${r}'s masks cover layers [${s.layers.join(', ')}] but rank ${first}'s [${ref.layers!.join(', ')}]`, 'masks');
+    if (s.hiddenSize !== ref.hiddenSize) inputError(`rank ${r}'s masks have hiddenSize ${s.hiddenSize} but rank ${first}'s ${ref.hiddenSize}`, 'masks');
+    if (s.threshold !== ref.threshold) inputError(`rank ${r} builds with τ = ${s.threshold} but rank ${first} with ${ref.threshold}`, 'threshold');
+    for (const id of s.pairIds!) {
+      const prev = owner.get(id);
+      if (prev !== undefined) {
+        inputError(`pair id ${JSON.stringify(id)} is in the masks of rank ${prev} and of rank ${r}; with a group, each rank passes its own shard ` +
+          '(learnMask with a group already returns every mask: build the gate from it without the group)', 'masks');
+      }
+      owner.set(id, r);
+    }
+  });
+  const n = ref.layers!.length * ref.hiddenSize!;
+  // int64, not int32: torch has no uint32, and a sum of int32 counts could overflow.
+  const counts = new BigInt64Array(n + 1);
+  if (local) {
+    for (let k = 0; k < n; k++) counts[k] = BigInt(local.negativeCounts![k]);
+    counts[n] = BigInt(local.pairCount);
+  }
+  const sum = await group.allreduce(counts, 'sum');
+  const pairCount = Number(sum[n]);
+  if (pairCount > 0xffffffff) inputError(`${pairCount} pairs in all is more than a Uint32 count holds`, 'masks');
+  const negativeCounts = new Uint32Array(n);
+  for (let k = 0; k < n; k++) negativeCounts[k] = Number(sum[k]);
+  return gateFromCounts(ref.layers!, ref.hiddenSize!, ref.threshold!, pairCount, negativeCounts, shards.flatMap((s) => s.pairIds ?? []));
 }
 
 /**

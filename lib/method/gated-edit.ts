@@ -5,6 +5,7 @@
 // ablation and the DINM-like baseline.
 import type { Gate } from '../../types/results';
 import { PrivacyPair, preparePairs, toNativeInputs } from '../data/prepare';
+import type { ProcessGroup } from '../dist/process-group';
 import { NgateError } from '../util/errors';
 import type { Model, ProgressCallback } from '../model/model';
 
@@ -33,6 +34,15 @@ export interface GatedEditOptions {
    * reference the shortcut is tested against.
    */
   reuseLowerLayers?: boolean;
+  /**
+   * Data-parallel over this process group: each rank runs its share of every
+   * batch, the gradients are summed over the ranks and divided by the batch's
+   * pair count, and every rank takes the same Adam step, so every rank ends
+   * with the same weights (checked). Every rank passes all the pairs.
+   */
+  group?: ProcessGroup;
+  /** With a group: compare the weights across ranks every this many steps, and after the last (default 50; 0: after the last only). */
+  checkEvery?: number;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -48,7 +58,7 @@ export interface EditReport {
   editedTensors: string[];
 }
 
-export const EDIT_DEFAULTS = { epochs: 10, lr: 1e-5, alpha: 1.25, batchSize: 8, gated: true };
+export const EDIT_DEFAULTS = { epochs: 10, lr: 1e-5, alpha: 1.25, batchSize: 8, gated: true, checkEvery: 50 };
 const ALL_PARAMS: FfnParam[] = ['gate_proj', 'up_proj', 'down_proj'];
 
 /** The gate's keep vectors for `layers`, in that order. */
@@ -80,19 +90,22 @@ export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate |
   if (!Array.isArray(params) || params.length === 0 || params.some((p) => !ALL_PARAMS.includes(p))) {
     throw new NgateError('ERR_INPUT', `params must be a non-empty list of ${ALL_PARAMS.join(', ')}`, { field: 'params' });
   }
+  if (!Number.isInteger(o.checkEvery) || o.checkEvery < 0) {
+    throw new NgateError('ERR_INPUT', `checkEvery must be a non-negative integer, got ${o.checkEvery}`, { field: 'checkEvery' });
+  }
   for (const [name, v, int] of [['epochs', o.epochs, true], ['batchSize', o.batchSize, true], ['lr', o.lr, false], ['alpha', o.alpha, false]] as const) {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (int && (!Number.isInteger(v) || v < 1))) {
       throw new NgateError('ERR_INPUT', `${name} must be a ${int ? 'positive integer' : 'non-negative number'}, got ${v}`, { field: name });
     }
   }
   const keep = gated ? keepFor(gate!, layers, model.config.hiddenSize) : undefined;
-  const prepared = await preparePairs(model, pairs, { refusal: opts.refusal });
+  const prepared = await preparePairs(model, pairs, { refusal: opts.refusal, group: opts.group, signal: opts.signal });
   const inputs = await toNativeInputs(model, prepared);
   const onProgress = opts.onProgress;
   const res = await model.runNative(opts.signal, (native, token) => native.gatedEdit(inputs.pairs, {
     layers, params, gated, keep, epochs: o.epochs, lr: o.lr, alpha: o.alpha, batchSize: o.batchSize, padId: model.padTokenId,
-    reuseLowerLayers: opts.reuseLowerLayers !== false,
-  }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined, inputs.images));
+    reuseLowerLayers: opts.reuseLowerLayers !== false, checkEvery: o.checkEvery,
+  }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined, inputs.images, opts.group?.native));
   const edited = layers.flatMap((l) => params.map((p) => `model.layers.${l}.mlp.${p}.weight`));
   edited.forEach((n) => model.editedTensors.add(n));
   return { layers: layers.slice(), params: params.slice(), gated, pairCount: pairs.length, epochLosses: res.epochLosses, editedTensors: edited };

@@ -12,13 +12,15 @@
  * - ERR_ABORTED: the AbortSignal fired (the rejection is the signal's reason when it has one)
  * - ERR_DISPOSED: the model was disposed before or during the call
  * - ERR_NATIVE: libtorch or the addon failed while running
+ * - ERR_DIST: a process group could not form, or one of its collectives failed (a rank died or timed out)
+ * - ERR_UNSUPPORTED: this build of the addon lacks the feature (e.g. distributed support without Gloo's headers)
  */
 export type NgateErrorCode =
   | 'ERR_INPUT' | 'ERR_USAGE'
   | 'ERR_CONFIG' | 'ERR_CHECKPOINT' | 'ERR_SAFETENSORS' | 'ERR_MISSING_FILE' | 'ERR_MISSING_TENSOR' | 'ERR_TOKENIZER'
   | 'ERR_PAIRS_FILE' | 'ERR_MASK_FILE' | 'ERR_GATE_FILE'
   | 'ERR_IMAGE' | 'ERR_DEVICE' | 'ERR_ADDON' | 'ERR_ADDON_BUILD'
-  | 'ERR_SAVE' | 'ERR_WRITE' | 'ERR_ABORTED' | 'ERR_DISPOSED' | 'ERR_NATIVE';
+  | 'ERR_SAVE' | 'ERR_WRITE' | 'ERR_ABORTED' | 'ERR_DISPOSED' | 'ERR_NATIVE' | 'ERR_DIST' | 'ERR_UNSUPPORTED';
 
 // A brand that survives two copies of the package in one process (two
 // versions installed side by side), where instanceof cannot.

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "binding/dist_group.h"    // NativeProcessGroup, distBackends: dist_group.cpp
 #include "binding/jobs.h"          // CancelToken, and the worker that runs every long call
 #include "binding/native_model.h"  // NativeModel: native_model.cpp, method.cpp, training.cpp
 #include "binding/runtime.h"       // info, settings: runtime.cpp
@@ -22,6 +23,8 @@ namespace {
 Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("CancelToken", CancelToken::Init(env));
+  exports.Set("NativeProcessGroup", NativeProcessGroup::Init(env));
+  exports.Set("distBackends", Napi::Function::New(env, DistBackends));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setAttentionKernel", Napi::Function::New(env, SetAttentionKernel));
   exports.Set("setAttentionChunkBytes", Napi::Function::New(env, SetAttentionChunkBytes));

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "binding/dist_group.h"
 #include "method/gated_edit.h"
 #include "method/learn_mask.h"
 
@@ -42,7 +43,21 @@ EditOptions to_edit_options(const Napi::Object& o, int64_t hidden) {
   e.batch_size = static_cast<int64_t>(number_or(o, "batchSize", 8));
   e.pad_id = static_cast<int64_t>(number_or(o, "padId", 0));
   e.reuse_lower_layers = !o.Has("reuseLowerLayers") || o.Get("reuseLowerLayers").ToBoolean().Value();
+  e.check_every = static_cast<int64_t>(number_or(o, "checkEvery", static_cast<double>(e.check_every)));
   return e;
+}
+
+// The method's view of a process group: its reductions run on the calling
+// thread, which is the worker's (see dist_group.cpp for why that keeps every
+// rank's collectives in one order).
+std::shared_ptr<Collective> to_collective(const std::shared_ptr<dist::Group>& g) {
+  if (!g) return nullptr;
+  auto c = std::make_shared<Collective>();
+  c->rank = g->rank();
+  c->size = g->size();
+  c->sum = [g](torch::Tensor& t) { g->allreduce(t, dist::Reduce::Sum); };
+  c->max = [g](torch::Tensor& t) { g->allreduce(t, dist::Reduce::Max); };
+  return c;
 }
 
 }  // namespace
@@ -104,8 +119,9 @@ Napi::Value NativeModel::MaskedLogits(const Napi::CallbackInfo& info) {
       [out](Napi::Env env) -> Napi::Value { return to_float32_array(env, *out); }, env.Undefined());
 }
 
-// gatedEdit(pairs, { layers, params, keep, gated, epochs, lr, alpha, batchSize, padId, reuseLowerLayers }, token, onProgress)
-//   → { epochLosses: number[] }
+// gatedEdit(pairs, { layers, params, keep, gated, epochs, lr, alpha, batchSize, padId, reuseLowerLayers, checkEvery },
+//           token, onProgress, images, group) → { epochLosses: number[] }
+// With a process group, `pairs` are all the pairs and the edit is data-parallel.
 Napi::Value NativeModel::GatedEdit(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto& model = Require();
@@ -113,12 +129,13 @@ Napi::Value NativeModel::GatedEdit(const Napi::CallbackInfo& info) {
   auto opts = to_edit_options(info[1].As<Napi::Object>(), model.config().hidden_size);
   auto cancel = CancelToken::FromValue(info[2]);
   auto images = to_images(info[4]);
+  auto group = to_collective(NativeProcessGroup::FromValue(info[5]));
   auto out = std::make_shared<EditResult>();
   return OnModel(
       env, cancel,
-      [pairs = std::move(pairs), opts, out, images](ModelState& state, LlamaModel& model, JobContext& ctx) {
+      [pairs = std::move(pairs), opts, out, images, group](ModelState& state, LlamaModel& model, JobContext& ctx) {
         auto features = Encode(state, images);
-        *out = gated_edit(model, pairs, opts, ctx.cancelled, ctx.report, features.get());
+        *out = gated_edit(model, pairs, opts, ctx.cancelled, ctx.report, features.get(), group.get());
       },
       [out](Napi::Env env) -> Napi::Value {
         auto res = Napi::Object::New(env);

@@ -102,12 +102,153 @@ struct RequireGrad {
 
 }  // namespace
 
+int64_t bits_checksum(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  int64_t total = 0;
+  constexpr int64_t chunk = int64_t{1} << 22;  // elements summed at once: no int64 copy of a whole weight
+  for (const auto& t : tensors) {
+    auto flat = t.detach().contiguous().view(-1);
+    const auto as_int = flat.element_size() == 8 ? torch::kInt64 : flat.element_size() == 4 ? torch::kInt32 : torch::kInt16;
+    auto bits = flat.view(as_int);
+    for (int64_t at = 0; at < bits.numel(); at += chunk) {
+      // Wrapping is harmless: the same bits wrap alike on every rank.
+      total += bits.narrow(0, at, std::min(chunk, bits.numel() - at)).sum(torch::kInt64).item<int64_t>();
+    }
+  }
+  return total;
+}
+
+namespace {
+
+// The data-parallel edit. Each global batch (the one-process run's batch b:
+// pairs [b·B, b·B + n)) is split into W contiguous shares, one per rank; a
+// rank runs forward and backward on its share alone (the gate acts per
+// position, so it is applied exactly as in one process), the gradients of
+// every trained weight are summed over the ranks in one flat buffer and
+// divided by n, and every rank takes the same Adam step on the same numbers.
+// Two more values ride in the buffer: the share's summed loss (for the epoch
+// loss) and a stop flag, so that an interrupted rank stops every rank at the
+// same step and each puts its weights back.
+//
+// The sum is issued from here, between backward and the Adam step, on the
+// addon's worker thread. That is safe because the worker runs one job at a
+// time: nothing else of this process can reach the group while the edit
+// runs, so the collectives of an edit form one unbroken sequence that is the
+// same on every rank (the same batches, steps and checks, which the first
+// collective confirms).
+EditResult gated_edit_data_parallel(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& o,
+                                    const std::function<bool()>& cancelled,
+                                    const std::function<void(double, double)>& progress, const ImageFeatures* images,
+                                    const Collective& group) {
+  auto ts = trainables(model, o);
+  std::vector<torch::Tensor> weights, masters;
+  int64_t numel = 0;
+  for (auto& t : ts) {
+    weights.push_back(t.weight);
+    masters.push_back(t.master);
+    numel += t.master.numel();
+  }
+  const int64_t N = static_cast<int64_t>(pairs.size());
+  const int64_t batches = (N + o.batch_size - 1) / o.batch_size;
+  require_same_on_all_ranks(group, {N, o.batch_size, o.epochs, numel, o.check_every, bits_checksum(weights)},
+                            "the edit (pairs, batchSize, epochs, trained values, checkEvery) or the weights before it");
+  const int64_t W = group.size, r = group.rank;
+  struct Share {
+    std::unique_ptr<EditBatch> batch;  // null when this rank's share of the global batch is empty
+    int64_t global_count = 0;
+  };
+  std::vector<Share> shares;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t first = b * o.batch_size, n = std::min<int64_t>(o.batch_size, N - first);
+    const int64_t lo = first + n * r / W, hi = first + n * (r + 1) / W;
+    Share s;
+    s.global_count = n;
+    if (hi > lo) s.batch = std::make_unique<EditBatch>(make_edit_batch(model, pairs, lo, hi - lo, o, images));
+    shares.push_back(std::move(s));
+  }
+  std::vector<torch::Tensor> backup;
+  for (auto& w : weights) backup.push_back(w.detach().clone());
+  // [gradients of every trained weight, the share's summed loss, the stop flag]
+  auto flat = torch::zeros({numel + 2}, torch::TensorOptions().dtype(torch::kFloat32).device(model.device()));
+  EditResult result;
+  int64_t step = 0, checked_at = 0;
+  auto check = [&](int64_t at) {
+    require_same_on_all_ranks(group, {bits_checksum(weights)}, "the edited weights after step " + std::to_string(at));
+    checked_at = at;
+  };
+  try {
+    RequireGrad guard(ts);
+    torch::optim::Adam adam(masters, torch::optim::AdamOptions(o.lr));
+    for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
+      double epoch_loss = 0;
+      for (int64_t b = 0; b < batches; ++b) {
+        const bool stop = cancelled && cancelled();
+        for (auto& t : ts) {
+          t.weight.mutable_grad() = torch::Tensor();
+          t.master.mutable_grad() = torch::Tensor();
+        }
+        flat.zero_();
+        const auto& share = shares[static_cast<size_t>(b)];
+        if (!stop && share.batch) {
+          // The sum over the share's pairs; the division by the global count comes after the reduction.
+          auto loss = batch_loss(model, *share.batch, o, o.gated);
+          loss.backward();
+          torch::NoGradGuard no_grad;
+          int64_t at = 0;
+          for (auto& t : ts) {
+            flat.narrow(0, at, t.master.numel()).copy_(t.weight.grad().reshape(-1));
+            at += t.master.numel();
+          }
+          flat.narrow(0, numel, 1).copy_(loss.detach().reshape({1}));
+        }
+        if (stop) flat.narrow(0, numel + 1, 1).fill_(1);
+        group.sum(flat);
+        auto tail = flat.narrow(0, numel, 2).to(torch::kCPU, torch::kFloat64);
+        if (tail[1].item<double>() > 0) {
+          throw std::runtime_error(stop ? "aborted" : "another rank stopped the edit (it was interrupted)");
+        }
+        {
+          torch::NoGradGuard no_grad;
+          flat.narrow(0, 0, numel).div_(static_cast<double>(share.global_count));
+          int64_t at = 0;
+          for (auto& t : ts) {
+            t.master.mutable_grad() = flat.narrow(0, at, t.master.numel()).view_as(t.master);
+            at += t.master.numel();
+          }
+        }
+        adam.step();
+        {
+          torch::NoGradGuard no_grad;
+          for (auto& t : ts) {
+            if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
+          }
+        }
+        epoch_loss += tail[0].item<double>();
+        ++step;
+        if (progress) progress(static_cast<double>(step), static_cast<double>(o.epochs * batches));
+        if (o.check_every > 0 && step % o.check_every == 0) check(step);
+      }
+      result.epoch_losses.push_back(epoch_loss / static_cast<double>(N));
+    }
+    if (checked_at != step) check(step);
+  } catch (...) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < ts.size(); ++i) ts[i].weight.copy_(backup[i]);
+    throw;
+  }
+  return result;
+}
+
+}  // namespace
+
 EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& o,
                       const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
-                      const ImageFeatures* images) {
+                      const ImageFeatures* images, const Collective* group) {
   if (o.epochs < 1) throw std::runtime_error("epochs must be at least 1");
   if (o.batch_size < 1) throw std::runtime_error("batchSize must be at least 1");
+  if (o.check_every < 0) throw std::runtime_error("checkEvery must be a non-negative integer");
   if (pairs.empty()) throw std::runtime_error("no pairs to edit with");
+  if (group) return gated_edit_data_parallel(model, pairs, o, cancelled, progress, images, *group);
   auto ts = trainables(model, o);
   // The weights as they were, so that a cancelled edit leaves the model untouched.
   std::vector<torch::Tensor> backup;

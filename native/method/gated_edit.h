@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
+#include "method/collective.h"
 #include "method/pairs.h"
+#include "model/llama.h"
 
 namespace ngate {
 
@@ -28,6 +29,9 @@ struct EditOptions {
   // their output once per batch for the whole edit instead of every epoch
   // (false: the plain full pass every step, the reference for the shortcut).
   bool reuse_lower_layers = true;
+  // Data-parallel only: compare the edited weights across ranks every this
+  // many steps (0: only before the first step and after the last).
+  int64_t check_every = 50;
 };
 
 struct EditResult {
@@ -40,9 +44,15 @@ struct EditResult {
 LayerHooks gate_hooks(const std::vector<int64_t>& layers, const torch::Tensor& keep, const torch::Tensor& subject);
 
 // `images`: the features of the images the pairs' sequences name (LLaVA), or null.
+// `group`: data-parallel over its ranks (see gated_edit.cpp), or null for one process.
 EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, const EditOptions& options,
                       const std::function<bool()>& cancelled, const std::function<void(double, double)>& progress,
-                      const ImageFeatures* images = nullptr);
+                      const ImageFeatures* images = nullptr, const Collective* group = nullptr);
+
+// An integer checksum of the tensors' bits (their bit patterns summed as
+// integers): equal across ranks when the weights are, and changed by any
+// single differing element.
+int64_t bits_checksum(const std::vector<torch::Tensor>& tensors);
 
 // The gradients of the loss of one batch (all pairs) with respect to the
 // edited FFN weights, without updating them: [layer][param] order.
