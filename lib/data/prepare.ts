@@ -192,7 +192,14 @@ export async function preparePairs(model: Model, pairs: PrivacyPair[],
  * every rank gets every answer; with `partsDir`, each batch's answers are
  * kept there as it finishes and taken from there by a restarted job.
  */
-export async function fillBenignAnswers(model: Model, pairs: PrivacyPair[],
+export function fillBenignAnswers(model: Model, pairs: PrivacyPair[],
+  opts: { maxNewTokens?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void;
+    group?: ProcessGroup; partsDir?: string } = {}): Promise<PrivacyPair[]> {
+  // One call on the model from start to end: nothing issued meanwhile lands in the middle.
+  return model.hold(() => fillBenignAnswersHeld(model, pairs, opts));
+}
+
+async function fillBenignAnswersHeld(model: Model, pairs: PrivacyPair[],
   opts: { maxNewTokens?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void;
     group?: ProcessGroup; partsDir?: string } = {}): Promise<PrivacyPair[]> {
   validatePairs(pairs);

@@ -35,7 +35,12 @@ export interface EvaluationReport {
   outcomes: Outcome[];
 }
 
-export async function evaluate(model: Model, pairs: PrivacyPair[], opts: EvaluateOptions = {}): Promise<EvaluationReport> {
+export function evaluate(model: Model, pairs: PrivacyPair[], opts: EvaluateOptions = {}): Promise<EvaluationReport> {
+  // One call on the model from start to end: nothing issued meanwhile lands in the middle.
+  return model.hold(() => evaluateHeld(model, pairs, opts));
+}
+
+async function evaluateHeld(model: Model, pairs: PrivacyPair[], opts: EvaluateOptions = {}): Promise<EvaluationReport> {
   validatePairs(pairs);
   const matcher = makeRefusalMatcher(opts.refusal);
   const maxNewTokens = opts.maxNewTokens ?? 32;

@@ -75,7 +75,12 @@ function keepFor(gate: Gate, layers: number[], hiddenSize: number): Uint8Array {
   return out;
 }
 
-export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
+export function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
+  // One call on the model from start to end: nothing issued meanwhile lands in the middle.
+  return model.hold(() => gatedEditHeld(model, pairs, gate, opts));
+}
+
+async function gatedEditHeld(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
   const o = { ...EDIT_DEFAULTS, ...opts };
   const gated = o.gated !== false;
   if (gated && !gate) throw new NgateError('ERR_INPUT', 'a gate is required unless gated is false', { field: 'gate' });

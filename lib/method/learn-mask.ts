@@ -199,7 +199,12 @@ export function unpackBatch(bytes: Uint8Array, n: number, layers: number, hidden
   return { masks: new Float32Array(copy.buffer, 0, m), rawLosses: new Float32Array(copy.buffer, 4 * m, 3 * n) };
 }
 
-export async function learnMask(model: Model, pairs: PrivacyPair[], opts: LearnMaskOptions): Promise<MaskSet> {
+export function learnMask(model: Model, pairs: PrivacyPair[], opts: LearnMaskOptions): Promise<MaskSet> {
+  // One call on the model from start to end: nothing issued meanwhile lands in the middle.
+  return model.hold(() => learnMaskHeld(model, pairs, opts));
+}
+
+async function learnMaskHeld(model: Model, pairs: PrivacyPair[], opts: LearnMaskOptions): Promise<MaskSet> {
   const run = await planMaskRun(model, pairs, opts);
   const { layers, o, batches } = run;
   const last = model.config.numLayers - 1;

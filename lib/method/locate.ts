@@ -56,7 +56,13 @@ export interface LocateResult {
 
 type Scores = Pick<LocateRow, 'eta' | 'rtaSensitive' | 'nonRefusalBenign'>;
 
-export async function locateLayer(model: Model, trainPairs: PrivacyPair[], validationPairs: PrivacyPair[],
+export function locateLayer(model: Model, trainPairs: PrivacyPair[], validationPairs: PrivacyPair[],
+  opts: LocateOptions = {}): Promise<LocateResult> {
+  // One call on the model from start to end: nothing issued meanwhile lands in the middle.
+  return model.hold(() => locateLayerHeld(model, trainPairs, validationPairs, opts));
+}
+
+async function locateLayerHeld(model: Model, trainPairs: PrivacyPair[], validationPairs: PrivacyPair[],
   opts: LocateOptions = {}): Promise<LocateResult> {
   const n = model.config.numLayers;
   const [lo, hi] = opts.searchLayers ?? [3, 19];

@@ -1,5 +1,6 @@
 // loadModel and the Model object: a Hugging Face LLaMA-family checkpoint held
 // by the native addon, with its tokenizer and chat template.
+import { AsyncLocalStorage } from 'async_hooks';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { NativeCancelToken, NativeImages, NativeInfo, NativeModel, NativeTensorSource } from '../../types/native';
@@ -378,6 +379,9 @@ async function withToken<T>(signal: AbortSignal | undefined, run: (token: Native
   }
 }
 
+// The models the current async context holds (Model.hold).
+const held = new AsyncLocalStorage<Set<Model>>();
+
 function disposedError(): NgateError {
   return new NgateError('ERR_DISPOSED', 'the model has been disposed');
 }
@@ -555,10 +559,12 @@ export class Model {
 
   /**
    * Runs operations on this model one after another, never over each other.
-   * A call that dispose() stopped rejects with ERR_DISPOSED, not as aborted.
+   * Inside hold() (the same async context), an operation runs at once: the
+   * held call already owns the model. A call that dispose() stopped rejects
+   * with ERR_DISPOSED, not as aborted.
    */
   private exclusive<T>(op: (native: NativeModel) => Promise<T>): Promise<T> {
-    const run = this.queue.then(async () => {
+    const run = async (): Promise<T> => {
       if (!this.native) throw disposedError();
       try {
         return await op(this.native);
@@ -566,9 +572,26 @@ export class Model {
         if (this.native === null && isNgateError(e, 'ERR_ABORTED', 'ERR_NATIVE')) throw disposedError();
         throw e;
       }
-    });
-    this.queue = run.catch(() => undefined);
-    return run;
+    };
+    if (held.getStore()?.has(this)) return run();
+    const queued = this.queue.then(run);
+    this.queue = queued.catch(() => undefined);
+    return queued;
+  }
+
+  /**
+   * Runs `body` as one call on this model: it starts when the calls made
+   * before it have ended, no call made after it starts before it ends, and the
+   * model calls `body` makes run at once, in its order. evaluate, learnMask,
+   * gatedEdit, fillBenignAnswers and locateLayer hold the model this way, so
+   * that an edit issued while one of them runs lands before or after it, never
+   * in the middle (one report never mixes edited and unedited answers).
+   */
+  hold<T>(body: () => Promise<T>): Promise<T> {
+    const holding = held.getStore();
+    if (holding?.has(this)) return body();
+    const inner = new Set(holding ?? []).add(this);
+    return this.exclusive(() => held.run(inner, body));
   }
 
   private checkIds(ids: number[], where: string): void {
