@@ -73,3 +73,21 @@ test('hold() runs its calls as one: a call issued meanwhile waits for it', async
   expect(order).toEqual(['hold start', 'hold generate', 'hold end', 'other']);
   await m.dispose();
 });
+
+test('parameterBytes answers at once while a long call runs (it never waits for the model)', async () => {
+  const m = await loadModel(dir);
+  const idle = m.parameterBytes;
+  expect(idle).toBeGreaterThan(0);
+  let started!: () => void;
+  const running = new Promise<void>((r) => { started = r; });
+  const long = m.generate(['Hello there'], { maxNewTokens: 2000, onProgress: () => started() });
+  await running;
+  const t0 = performance.now();
+  const during = m.parameterBytes;
+  const ms = performance.now() - t0;
+  expect(during).toBe(idle);
+  expect(ms).toBeLessThan(50);
+  await m.dispose();
+  await long.catch(() => undefined);
+  expect(m.parameterBytes).toBe(0);
+});

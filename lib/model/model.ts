@@ -536,6 +536,8 @@ export class Model {
     this.device = args.device;
     this.dtype = args.dtype;
     this.native = args.native;
+    const size: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
+    this.weightBytes = args.native.parameters().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1) * (size[p.dtype] ?? 4), 0);
     this.sourceDtypes = args.sourceDtypes;
     this.eosTokenIds = args.eosTokenIds;
     this.padTokenId = args.config.padTokenId ?? args.tokenizer.padTokenId ?? args.eosTokenIds[0] ?? 0;
@@ -544,7 +546,9 @@ export class Model {
   get disposed(): boolean { return this.native === null; }
 
   /** Bytes of weight memory the model holds on its device. */
-  get parameterBytes(): number { return this.native ? this.native.parameterBytes : 0; }
+  get parameterBytes(): number { return this.native ? this.weightBytes : 0; }
+  // Counted once at load, in JS: asking the addon would wait for the model's lock, that is for a running call.
+  private readonly weightBytes: number;
 
   /**
    * @internal Runs a native operation in this model's queue, cancellable
