@@ -136,7 +136,7 @@ describe('lifetime and threads', () => {
     const live = loadAddon().liveModels();
     let started!: () => void;
     const running = new Promise<void>((r) => { started = r; });
-    const p = m.generate([question], { maxNewTokens: 500, onProgress: () => started() });
+    const p = m.generate([question], { maxNewTokens: 200, onProgress: () => started() });
     const queued = m.forward([[1, 2, 3]]);
     await running;
     await m.dispose();

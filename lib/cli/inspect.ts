@@ -18,6 +18,7 @@ import type { EvaluationReport } from '../method/evaluate';
 import { DATA_SUMMARY_FORMAT } from './data';
 import { EVAL_REPORT_FORMAT } from './eval';
 import { NgateError } from '../util/errors';
+import { readTextBounded, regularFile } from '../util/files';
 import { addOutputOptions, Context, Define, UsageError } from './shared';
 import { maskStats, maskStatsText, meanLoss } from './learn-mask';
 
@@ -54,7 +55,7 @@ function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
   const index = path.join(dir, torchSaved ? 'pytorch_model.bin.index.json' : 'model.safetensors.index.json');
   let shardNames: string[];
   if (fs.existsSync(index)) {
-    const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+    const map = (JSON.parse(readTextBounded(index, 'ERR_CHECKPOINT')) as { weight_map?: Record<string, string> }).weight_map ?? {};
     shardNames = [...new Set(Object.values(map))].sort();
   } else {
     shardNames = [torchSaved ? 'pytorch_model.bin' : 'model.safetensors'];
@@ -69,7 +70,7 @@ function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
   const has = (f: string) => fs.existsSync(path.join(dir, f));
   let chatTemplate = has('chat_template.jinja') || has('chat_template.json');
   if (!chatTemplate && has('tokenizer_config.json')) {
-    try { chatTemplate = typeof (JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as { chat_template?: unknown }).chat_template !== 'undefined'; } catch { /* reported by loadModel, not here */ }
+    try { chatTemplate = typeof (JSON.parse(readTextBounded(path.join(dir, 'tokenizer_config.json'), 'ERR_TOKENIZER')) as { chat_template?: unknown }).chat_template !== 'undefined'; } catch { /* reported by loadModel, not here */ }
   }
   const c = config;
   const summary = {
@@ -201,6 +202,7 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
     }
     throw new UsageError(`cannot tell what this folder is (no config.json, report.json or *.jsonl): ${abs}`);
   }
+  regularFile(abs, 'ERR_INPUT', null);  // a FIFO or device is refused before anything opens it
   if (abs.endsWith('.jsonl')) return inspectPairs(abs, await readPairsFile(abs));
   if (/\.(pth|pt|bin|ckpt)$/.test(abs)) return inspectPth(abs);
   if (/\.ya?ml$/.test(abs) || path.basename(abs) === MINIGPT4_DESCRIPTOR) return inspectMiniGpt4(abs);
@@ -219,7 +221,7 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
   }
   if (abs.endsWith('.json')) {
     let v: { format?: unknown; architectures?: unknown } | null = null;
-    try { v = JSON.parse(fs.readFileSync(abs, 'utf8')); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
+    try { v = JSON.parse(readTextBounded(abs, 'ERR_INPUT')); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
     if (v?.format === REPORT_FORMAT) return inspectReport(abs);
     if (v?.format === EVAL_REPORT_FORMAT) return inspectEvalReport(abs, v as unknown as EvalReportFile);
     if (v?.format === DATA_SUMMARY_FORMAT) return inspectDataSummary(abs, v as unknown as DataSummaryFile);

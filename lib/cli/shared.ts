@@ -15,6 +15,7 @@ import { readPairsFile } from '../data/pairs-file';
 import type { FfnParam } from '../method/gated-edit';
 import { makeRefusalMatcher, RefusalMatcher } from '../method/refusal';
 import { NgateError } from '../util/errors';
+import { readTextBounded } from '../util/files';
 import type { NgateWarning } from '../util/warnings';
 
 export interface CliIo {
@@ -200,7 +201,8 @@ export class Context {
 export function requireFile(file: string, what: string): string {
   const abs = path.resolve(file);
   if (!fs.existsSync(abs)) throw new UsageError(`${what} not found: ${abs}`, undefined);
-  if (!fs.statSync(abs).isFile()) throw new UsageError(`${what} is not a file: ${abs}`);
+  const st = fs.statSync(abs);
+  if (!st.isFile()) throw new UsageError(`${what} is not a regular file (${st.isDirectory() ? 'a folder' : st.isFIFO() ? 'a FIFO' : 'a device or socket'}): ${abs}`);
   return abs;
 }
 
@@ -368,7 +370,7 @@ export function addOutputOptions(cmd: Command): Command {
 /** A refusal list: a JSON array of strings, or one phrase per line (blank lines and # comments skipped). */
 export function readRefusalList(file: string): string[] {
   const abs = requireFile(file, 'refusal list');
-  const text = fs.readFileSync(abs, 'utf8');
+  const text = readTextBounded(abs, 'ERR_INPUT');
   if (/^\s*\[/.test(text)) {
     let v: unknown;
     try { v = JSON.parse(text); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }

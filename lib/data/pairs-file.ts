@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { PrivacyPair } from './prepare';
 import { tempNameBeside } from '../util/atomic-write';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 
 /** One problem in a pairs file (line is 1-based) or in a list of pairs to write (index is 0-based). */
 export interface PairsFileIssue { line?: number; index?: number; field?: string; message: string }
@@ -133,6 +134,14 @@ function readError(file: string, e: unknown): NgateError {
   return new NgateError('ERR_PAIRS_FILE', `cannot read: ${(e as Error).message}`, { file, cause: e });
 }
 
+// Only a regular file of bounded size: a FIFO would block the read forever, /dev/zero never end it.
+function checkPairsFile(file: string): void {
+  let st: fs.Stats | null = null;
+  try { st = fs.statSync(file); } catch (e) { throw readError(file, e); }
+  if (st.isDirectory()) throw new NgateError('ERR_PAIRS_FILE', 'is a folder, expected a .jsonl file of pairs', { file });
+  regularFile(file, 'ERR_PAIRS_FILE');
+}
+
 export interface ReadPairsOptions {
   /** Return [] for a file without pairs instead of throwing. Default false: every method needs pairs. */
   allowEmpty?: boolean;
@@ -145,6 +154,7 @@ export interface ReadPairsOptions {
  */
 export async function readPairsFile(file: string, opts: ReadPairsOptions = {}): Promise<PrivacyPair[]> {
   let bytes: Buffer;
+  checkPairsFile(file);
   try {
     bytes = await fs.promises.readFile(file);
   } catch (e) {
@@ -156,6 +166,7 @@ export async function readPairsFile(file: string, opts: ReadPairsOptions = {}): 
 /** readPairsFile, synchronously. */
 export function readPairsFileSync(file: string, opts: ReadPairsOptions = {}): PrivacyPair[] {
   let bytes: Buffer;
+  checkPairsFile(file);
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {

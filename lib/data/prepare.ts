@@ -54,7 +54,8 @@ export function validatePairs(pairs: PrivacyPair[]): void {
       if (typeof p[f] !== 'string' || p[f].length === 0) throw pairError(p, i, f, 'must be a non-empty string');
     }
     for (const f of ['refusal', 'benignAnswer', 'image'] as const) {
-      if (p[f] !== undefined && typeof p[f] !== 'string') throw pairError(p, i, f, 'must be a string when given');
+      // An empty answer would train towards nothing but EOS (the JSONL reader refuses it too).
+      if (p[f] !== undefined && (typeof p[f] !== 'string' || p[f]!.trim() === '')) throw pairError(p, i, f, 'must be a non-empty string when given');
     }
     if (seen.has(p.id)) throw pairError(p, i, 'id', `"${p.id}" is used by more than one pair`);
     seen.add(p.id);
@@ -136,6 +137,12 @@ export async function encodeQuery(model: Model, query: string, subject: string, 
   return { ids, subjectPositions };
 }
 
+/** A pair's sequence within the model's positions (checked before the addon allocates for it). */
+function checkLength(model: Model, length: number, pair: PrivacyPair, index: number, field: string, what: string): void {
+  const P = model.config.maxPositionEmbeddings;
+  if (length > P) throw pairError(pair, index, field, `${what}, is ${length} tokens, past the model's ${P} positions (max_position_embeddings)`);
+}
+
 async function prepareSequence(model: Model, query: string, subject: string, answer: string, image?: string): Promise<PreparedSequence> {
   const { ids, subjectPositions } = await encodeQuery(model, query, subject, image, 'train');
   let full: number[];
@@ -175,11 +182,14 @@ export async function preparePairs(model: Model, pairs: PrivacyPair[],
       throw pairError(p, i, 'image', 'is set, but this model has no vision tower');
     }
     const refusal = p.refusal ?? opts.refusal ?? defaultRefusalResponse();
-    out.push({
+    const prepared = {
       id: p.id,
       sensitive: await prepareSequence(model, p.sensitive, p.subject, refusal, p.image),
       benign: await prepareSequence(model, p.benign, p.subject, p.benignAnswer!, p.image),
-    });
+    };
+    checkLength(model, prepared.sensitive.ids.length, p, i, 'sensitive', 'with its refusal (r_safe)');
+    checkLength(model, prepared.benign.ids.length, p, i, 'benign', 'with its answer (r_org)');
+    out.push(prepared);
   }
   return out;
 }
@@ -228,6 +238,7 @@ async function fillBenignAnswersHeld(model: Model, pairs: PrivacyPair[],
   for (const u of compute) {
     const idx = units[u];
     const prompts = await Promise.all(idx.map(async (i) => (await encodeQuery(model, pairs[i].benign, pairs[i].subject, pairs[i].image)).ids));
+    idx.forEach((i, k) => checkLength(model, prompts[k]!.length + maxNewTokens, pairs[i]!, i, 'benign', `with the ${maxNewTokens} tokens of r_org to generate`));
     const images = idx.some((i) => pairs[i].image !== undefined) ? idx.map((i) => pairs[i].image ?? null) : undefined;
     const gens = await model.generate(prompts, { maxNewTokens, signal: opts.signal, images });
     const answers = gens.map((g) => g.text.trim());

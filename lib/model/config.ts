@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 
 export type ModelDtype = 'float32' | 'float16' | 'bfloat16';
 
@@ -210,6 +211,7 @@ export function readLlamaConfig(dir: string): LlamaConfig {
 
 function readConfigJson(file: string): unknown {
   let text: string;
+  regularFile(file, 'ERR_CONFIG');
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {

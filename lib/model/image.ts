@@ -15,6 +15,8 @@ import * as path from 'path';
 import type Sharp from 'sharp';
 import type { ClipVisionConfig } from './config';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
+import { checkLimit, limits } from '../util/limits';
 
 /** An image as the API takes it: a file path or the bytes of a JPEG or PNG file. */
 export type ImageInput = string | Buffer | Uint8Array;
@@ -75,6 +77,7 @@ export function readPreprocessorConfig(dir: string, vision: ClipVisionConfig): I
     };
   }
   let j: Record<string, unknown>;
+  regularFile(file, 'ERR_CONFIG');
   try {
     j = JSON.parse(fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, ''));
   } catch (e) {
@@ -145,22 +148,41 @@ function loadSharp(): Promise<typeof Sharp> {
 export async function preprocessImage(input: ImageInput, p: ImagePreprocessing, where: string): Promise<Float32Array> {
   let bytes: Buffer;
   if (typeof input === 'string') {
+    if (fs.existsSync(input)) regularFile(input, 'ERR_IMAGE', limits().imageFileBytes);  // a missing one: read's own error below
     try {
       bytes = fs.readFileSync(input);
     } catch (e) {
       throw new NgateError('ERR_IMAGE', `cannot read the image: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { ...describeInput(input, where), cause: e });
     }
   } else if (input instanceof Uint8Array) {
+    checkLimit(input.byteLength, limits().imageFileBytes, 'ERR_IMAGE', { field: where });
     bytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   } else {
     throw new NgateError('ERR_INPUT', 'an image must be a file path, a Buffer or null', { field: where });
   }
   const sharp = await loadSharp();
+  const lim = limits();
   let rgb: Buffer, height: number, width: number;
   try {
+    // The image's size from its header, bounded before anything is decoded: a
+    // tiny PNG can declare 60000 × 1 pixels, which a shortest-edge resize to
+    // 336 would turn into 336 × 20,160,000 (19 GB). sharp's own pixel limit
+    // catches many pixels, not a thin image that grows in the resize.
+    const meta = await sharp(bytes, { failOn: 'error', limitInputPixels: false }).metadata();
+    const w0 = meta.width ?? 0, h0 = meta.height ?? 0;
+    const at = describeInput(input, where);
+    if (!(w0 > 0 && h0 > 0)) throw new NgateError('ERR_IMAGE', 'the image declares no size', at);
+    checkLimit(Math.max(w0, h0) / Math.min(w0, h0), lim.imageAspect, 'ERR_IMAGE', at);
+    checkLimit(w0 * h0, lim.imagePixels, 'ERR_IMAGE', at);
+    checkLimit(Math.max(w0, h0), lim.imageSide, 'ERR_IMAGE', at);
+    if (p.doResize) {
+      const t = resizedSize(h0, w0, p.size);
+      checkLimit(Math.max(t.height, t.width), lim.imageSide, 'ERR_IMAGE', at);
+      checkLimit(t.height * t.width, lim.imagePixels, 'ERR_IMAGE', at);
+    }
     // Orientation from EXIF applied first, as transformers' load_image does;
     // alpha dropped and grey expanded, as PIL's convert("RGB") does.
-    let img = sharp(bytes, { failOn: 'error' }).rotate();
+    let img = sharp(bytes, { failOn: 'error', limitInputPixels: lim.imagePixels.value }).rotate();
     const decoded = await img.clone().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     height = decoded.info.height;
     width = decoded.info.width;
@@ -183,6 +205,7 @@ export async function preprocessImage(input: ImageInput, p: ImagePreprocessing, 
   }
   // Centre crop (transformers' center_crop: offsets rounded down, zero padding if the image is smaller).
   const H = p.doCenterCrop ? p.crop.height : height, W = p.doCenterCrop ? p.crop.width : width;
+  checkLimit(H * W, lim.imagePixels, 'ERR_IMAGE', describeInput(input, where));
   const top = Math.floor((height - H) / 2), left = Math.floor((width - W) / 2);
   const out = new Float32Array(3 * H * W);
   const scale = p.doRescale ? p.rescaleFactor : 1;

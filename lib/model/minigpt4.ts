@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 import type { Tokenizer } from './tokenizer';
 
 export const MINIGPT4_DESCRIPTOR = 'minigpt4.json';
@@ -226,6 +227,7 @@ function parseSettings(json: Record<string, unknown>, file: string, bases: strin
 }
 
 function readText(file: string): string {
+  regularFile(file, 'ERR_CONFIG');
   try {
     return fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
   } catch (e) {

@@ -7,6 +7,8 @@ import type { NativeCancelToken, NativeImages, NativeInfo, NativeModel, NativeTe
 import { LlamaConfig, LlavaConfig, ModelDtype, readModelConfig, serializeConfig } from './config';
 import { ImageInput, ImagePreprocessing, preprocessImage, readPreprocessorConfig } from './image';
 import { abortError, isNgateError, NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
+import { checkLimit, limits } from '../util/limits';
 import { ensureAddon, loadAddon, loadedAddon, setThreads } from './native';
 import { encodeSafetensorsHeader, readSafetensorsHeader, SafetensorsDtype, TensorEntry } from './safetensors';
 import { readTorchCheckpoint, stateDict } from './torch-checkpoint';
@@ -208,6 +210,7 @@ function listIndexed(dir: string, indexName: string, read: (file: string) => Map
   const out = new Map<string, { file: string; entry: TensorEntry }>();
   const indexFile = path.join(dir, indexName);
   let index: unknown;
+  regularFile(indexFile, 'ERR_CHECKPOINT');
   try {
     index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
   } catch (e) {
@@ -340,6 +343,7 @@ const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 function readGenerationEos(dir: string): number[] {
   const file = path.join(dir, 'generation_config.json');
   if (!fs.existsSync(file)) return [];
+  regularFile(file, 'ERR_CHECKPOINT');
   try {
     const g = JSON.parse(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown };
     const e = g.eos_token_id;
@@ -598,6 +602,24 @@ export class Model {
     return this.exclusive(() => held.run(inner, body));
   }
 
+  /**
+   * Every sequence (with `newTokens` to come) within the positions the model
+   * has: past them its rotary positions were never trained, and the size of
+   * attention and of the KV cache grows with the length the input asks for.
+   */
+  private checkPositions(rows: number[][], newTokens: number, where: string): void {
+    const P = this.config.maxPositionEmbeddings;
+    rows.forEach((r, i) => {
+      if (r.length > P) {
+        throw new NgateError('ERR_INPUT', `${where}[${i}] is ${r.length} tokens, past the model's ${P} positions (max_position_embeddings)`, { field: `${where}[${i}]` });
+      }
+      if (r.length + newTokens > P) {
+        throw new NgateError('ERR_INPUT', `maxNewTokens ${newTokens} after the ${r.length} tokens of ${where}[${i}] goes past the model's ${P} positions ` +
+          `(max_position_embeddings): at most ${P - r.length} new tokens`, { field: 'maxNewTokens' });
+      }
+    });
+  }
+
   private checkIds(ids: number[], where: string): void {
     const V = this.config.vocabSize;
     const image = this.imageTokenId;
@@ -768,6 +790,9 @@ export class Model {
     const { ids, native: images } = await this.prepareImages(input, opts.images, 'ids');
     const B = ids.length;
     const T = Math.max(...ids.map((r) => r.length));
+    this.checkPositions(ids, 0, 'ids');
+    // The logits come back whole, B × T × V float32: bounded before the addon allocates them.
+    checkLimit(B * (opts.lastOnly ? 1 : T) * this.config.vocabSize * 4, limits().logitsBytes, 'ERR_INPUT', { field: 'ids' });
     const flat = new Int32Array(B * T).fill(this.padTokenId);
     const mask = new Uint8Array(B * T);
     ids.forEach((row, b) => { flat.set(row, b * T); mask.fill(1, b * T, b * T + row.length); });
@@ -826,6 +851,7 @@ export class Model {
     // Encoding happens inside the queue so that calls run in the order they were made.
     return this.exclusive(async (native) => {
       const { ids: encoded, native: images } = await this.prepareImages(await this.encodePrompts(prompts, !!opts.chat, opts.images), opts.images, 'prompts');
+      this.checkPositions(encoded, maxNewTokens, 'prompts');
       const stream = stops.length > 0 || opts.onToken ? new AnswerStream(this.tokenizer, encoded.length, stops, opts.onToken) : null;
       const res = await withToken(opts.signal, (token) => native.generate(
         encoded.map((p) => Int32Array.from(p)),
@@ -958,7 +984,8 @@ export class Model {
       fs.writeFileSync(path.join(out, 'config.json'), serializeConfig(this.llava ?? this.config, uniform ? { dtype: fromSt[uniform] } : {}));
       for (const f of COMPANION_FILES) {
         const src = path.join(m ? m.llamaDir : this.dir, f);
-        if (fs.existsSync(src)) fs.copyFileSync(src, path.join(out, f));
+        // Copied as they are, but only regular files: a FIFO named like one would block the copy forever.
+        if (fs.existsSync(src)) { regularFile(src, 'ERR_CHECKPOINT', null); fs.copyFileSync(src, path.join(out, f)); }
       }
       if (m) {
         // The two .pth files as they were (a copy-on-write clone where the filesystem has one).

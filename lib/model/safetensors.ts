@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -59,6 +60,8 @@ function byteSize(dtype: SafetensorsDtype, shape: number[]): number | null {
 }
 
 function openForRead(file: string): number {
+  // Checked before open(), which would block on a FIFO; the header's own checks bound what is read.
+  regularFile(file, 'ERR_SAFETENSORS', null);
   try {
     return fs.openSync(file, 'r');
   } catch (e) {

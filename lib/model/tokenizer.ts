@@ -8,12 +8,14 @@
  * holds a character outside the BMP (an emoji), so every offset is converted
  * to UTF-16 here; `text.slice(start, end)` then gives the token's characters.
  */
+import * as fs from 'fs';
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { Tokenizer as HfTokenizer, templateProcessing } from 'tokenizers';
 import type { Encoding as HfEncoding } from 'tokenizers';
 import { Template } from '@huggingface/jinja';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 
 export interface Encoded {
   ids: number[];
@@ -64,6 +66,8 @@ const ROLES = new Set(['system', 'user', 'assistant']);
 type Json = Record<string, unknown>;
 
 async function readIfExists(file: string): Promise<string | null> {
+  if (!fs.existsSync(file)) return null;
+  regularFile(file, 'ERR_TOKENIZER');
   try {
     return await fsp.readFile(file, 'utf8');
   } catch (err) {

@@ -7,6 +7,7 @@
 // the addon maps it from disk (a multi-GB file is never held in memory twice).
 import * as fs from 'fs';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 import { DTYPE_BYTES, SafetensorsDtype } from './safetensors';
 
 /** A reference to a global the pickle named (the allowed ones only ever). */
@@ -455,6 +456,7 @@ function checkNotLegacy(fd: number, file: string, size: number): void {
 /** Reads the archive's directory and data.pkl; tensor bytes stay in the file. */
 export function readTorchCheckpoint(file: string): TorchCheckpoint {
   let fd: number;
+  regularFile(file, 'ERR_CHECKPOINT', null);  // before open(), which would block on a FIFO
   try {
     fd = fs.openSync(file, 'r');
   } catch (e) {

@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
+import { regularFile } from '../util/files';
 import { writeFileAtomic } from '../util/atomic-write';
 import { DemoReport, REPORT_FORMAT, REPORT_VERSION } from './format';
 import { maskShareSvg, strongShareSvg } from './plots';
@@ -31,6 +32,7 @@ export async function writeReport(dir: string, report: DemoReport): Promise<Reco
 /** Reads a report.json written by writeReport. */
 export function readReport(file: string): DemoReport {
   let raw: unknown;
+  if (fs.existsSync(file)) regularFile(file, 'ERR_INPUT');  // a missing one: the read's own error below
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
