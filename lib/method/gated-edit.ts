@@ -66,6 +66,13 @@ function keepFor(gate: Gate, layers: number[], hiddenSize: number): Uint8Array {
   if (gate.hiddenSize !== hiddenSize) {
     throw new NgateError('ERR_INPUT', `the gate has hiddenSize ${gate.hiddenSize}, the model ${hiddenSize}`, { field: 'gate.hiddenSize' });
   }
+  // A gate read from elsewhere (not built here) is checked whole: a short keep
+  // would be zero-filled, and a value other than 0/1 would scale the gradient.
+  if (!(gate.keep instanceof Uint8Array) || gate.keep.length !== gate.layers.length * hiddenSize) {
+    throw new NgateError('ERR_INPUT', `keep must be a Uint8Array of layers × hiddenSize = ${gate.layers.length * hiddenSize} values, got ${gate.keep?.length ?? typeof gate.keep}`, { field: 'gate.keep' });
+  }
+  const bad = gate.keep.findIndex((v) => v !== 0 && v !== 1);
+  if (bad >= 0) throw new NgateError('ERR_INPUT', `keep[${bad}] is ${gate.keep[bad]}; the gate is 0 or 1 per dimension (eq. 7)`, { field: 'gate.keep' });
   const out = new Uint8Array(layers.length * hiddenSize);
   layers.forEach((l, i) => {
     const at = gate.layers.indexOf(l);
@@ -91,10 +98,13 @@ async function gatedEditHeld(model: Model, pairs: PrivacyPair[], gate: Gate | nu
       throw new NgateError('ERR_INPUT', `layer ${l} is not in [0, ${model.config.numLayers})`, { field: 'layers' });
     }
   }
+  // A repeated layer or parameter would get its Adam step twice per step.
+  if (new Set(layers).size !== layers.length) throw new NgateError('ERR_INPUT', `layers repeat: [${layers.join(', ')}]`, { field: 'layers' });
   const params = o.params ?? ALL_PARAMS;
   if (!Array.isArray(params) || params.length === 0 || params.some((p) => !ALL_PARAMS.includes(p))) {
     throw new NgateError('ERR_INPUT', `params must be a non-empty list of ${ALL_PARAMS.join(', ')}`, { field: 'params' });
   }
+  if (new Set(params).size !== params.length) throw new NgateError('ERR_INPUT', `params repeat: [${params.join(', ')}]`, { field: 'params' });
   if (!Number.isInteger(o.checkEvery) || o.checkEvery < 0) {
     throw new NgateError('ERR_INPUT', `checkEvery must be a non-negative integer, got ${o.checkEvery}`, { field: 'checkEvery' });
   }

@@ -930,12 +930,22 @@ export class Model {
     const target = path.resolve(dir);
     const m = this.minigpt4;
     const sources = [this.dir, ...(m ? [m.llamaDir, path.dirname(m.ckpt), path.dirname(m.vitCheckpoint)] : [])].map((d) => fs.realpathSync(d));
-    const parent = path.dirname(target);
-    if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
-    const realTarget = fs.existsSync(target) ? fs.realpathSync(target) : path.join(fs.realpathSync(parent), path.basename(target));
+    // The model's own folders may hold neither the target nor anything inside it
+    // (a .pth file's folder only must not be replaced: saving beside it is fine).
+    const owned = [this.dir, ...(m ? [m.llamaDir] : [])].map((d) => fs.realpathSync(d));
+    // The target as it will resolve, links included, before anything is created.
+    let head = target;
+    const tail: string[] = [];
+    while (!fs.existsSync(head) && path.dirname(head) !== head) { tail.unshift(path.basename(head)); head = path.dirname(head); }
+    const realTarget = path.join(fs.realpathSync(head), ...tail);
     if (sources.some((source) => realTarget === source || source.startsWith(realTarget + path.sep))) {
       throw new NgateError('ERR_SAVE', 'refusing to write over the folder the model was loaded from', { file: target });
     }
+    if (owned.some((source) => realTarget.startsWith(source + path.sep))) {
+      throw new NgateError('ERR_SAVE', 'refusing to write inside the folder the model was loaded from: save it beside that folder', { file: target });
+    }
+    const parent = path.dirname(target);
+    if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
     if (fs.existsSync(target)) {
       if (!fs.statSync(target).isDirectory()) throw new NgateError('ERR_SAVE', 'exists and is not a folder', { file: target });
       if (fs.readdirSync(target).length > 0 && !opts.overwrite) {

@@ -1,6 +1,7 @@
 #include "method/gated_edit.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 namespace ngate {
@@ -19,6 +20,13 @@ LayerHooks gate_hooks(const std::vector<int64_t>& layers, const torch::Tensor& k
 }
 
 namespace {
+
+// The error of a step whose loss is not finite (steps counted from 0 over all epochs).
+std::string non_finite_step(int64_t step, int64_t batches) {
+  return "edit step " + std::to_string(step + 1) + " (epoch " + std::to_string(step / batches + 1) + ", batch " +
+         std::to_string(step % batches + 1) + "): the loss is not finite (NaN or Inf); the weights are left as they were " +
+         "before the edit (lower lr)";
+}
 
 struct Trainable {
   torch::Tensor weight;  // the model's own tensor
@@ -223,6 +231,8 @@ EditResult gated_edit_data_parallel(LlamaModel& model, const std::vector<TrainPa
             if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
           }
         }
+        // Every rank reads the same reduced sum, so every rank stops here alike.
+        if (!std::isfinite(tail[0].item<double>())) throw std::runtime_error(non_finite_step(step, batches));
         epoch_loss += tail[0].item<double>();
         ++step;
         if (progress) progress(static_cast<double>(step), static_cast<double>(o.epochs * batches));
@@ -267,6 +277,9 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
   try {
     RequireGrad guard(ts);
     torch::optim::Adam adam(masters, torch::optim::AdamOptions(o.lr));
+    // The first step whose loss is not finite, tracked on the device and read
+    // with the epoch loss: the edit stops there and the weights are put back.
+    auto first_bad = torch::full({}, -1, torch::TensorOptions().dtype(torch::kInt64).device(model.device()));
     for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
       // Summed on the device and read once per epoch: no host sync inside the step loop.
       auto epoch_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(model.device()));
@@ -286,9 +299,20 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
           if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
         }
         epoch_loss += loss.detach().to(torch::kFloat64) * static_cast<double>(count);
+        first_bad = torch::where((first_bad < 0) & loss.detach().isfinite().logical_not(),
+                                 torch::full_like(first_bad, epoch * batches + b), first_bad);
         if (progress) progress(static_cast<double>(epoch * batches + b + 1), static_cast<double>(o.epochs * batches));
       }
-      result.epoch_losses.push_back(epoch_loss.item<double>() / static_cast<double>(N));
+      const double summed = epoch_loss.item<double>();
+      if (const int64_t bad = first_bad.item<int64_t>(); bad >= 0) throw std::runtime_error(non_finite_step(bad, batches));
+      // A step can also leave the weights non-finite with a finite loss (a huge lr): checked once per epoch.
+      for (auto& t : ts) {
+        if (!t.master.isfinite().all().item<bool>()) {
+          throw std::runtime_error("epoch " + std::to_string(epoch + 1) + ": the edited weights are no longer finite (NaN or Inf); " +
+                                   "the weights are left as they were before the edit (lower lr)");
+        }
+      }
+      result.epoch_losses.push_back(summed / static_cast<double>(N));
     }
   } catch (...) {
     torch::NoGradGuard no_grad;

@@ -134,11 +134,18 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
       return std::make_tuple(sen, ben, l1);
     };
 
+    // The first step whose loss is not finite, tracked on the device and read
+    // once per batch (no host sync in the step loop): -1 while all are finite.
+    auto first_bad = torch::full({}, -1, torch::TensorOptions().dtype(torch::kInt64).device(model.device()));
     for (int64_t step = 0; step < o.steps; ++step) {
       if (cancelled && cancelled()) throw std::runtime_error("aborted");
       adam.zero_grad();
       auto [sen, ben, l1] = evaluate();
       auto loss = (sen + o.alpha * ben + o.l1 * l1).sum();
+      {
+        torch::NoGradGuard no_grad;
+        first_bad = torch::where((first_bad < 0) & loss.detach().isfinite().logical_not(), torch::full_like(first_bad, step), first_bad);
+      }
       loss.backward();
       adam.step();
       {
@@ -149,6 +156,10 @@ MaskResult learn_masks(const LlamaModel& model, const std::vector<TrainPair>& pa
       if (progress) progress(done, total_steps);
     }
     torch::NoGradGuard no_grad;
+    if (const int64_t bad = first_bad.item<int64_t>(); bad >= 0) {
+      throw std::runtime_error("mask step " + std::to_string(bad + 1) + " of the batch starting at pair " + std::to_string(first) +
+                               ": the loss is not finite (NaN or Inf); no masks are returned (lower lr, or check the model's weights)");
+    }
     auto [sen, ben, l1] = evaluate();
     // Back to the caller's order.
     const auto where = order_index.narrow(0, first, P);
