@@ -8,6 +8,7 @@ import { LlamaConfig, LlavaConfig, ModelDtype, readModelConfig, serializeConfig 
 import { ImageInput, ImagePreprocessing, preprocessImage, readPreprocessorConfig } from './image';
 import { abortError, isNgateError, NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
+import { journalFor, recoverSwap, removeStaleTemps, swapInto, tempFolderFor } from './folder-swap';
 import { checkLimit, limits } from '../util/limits';
 import { ensureAddon, loadAddon, loadedAddon, setThreads } from './native';
 import { encodeSafetensorsHeader, readSafetensorsHeader, SafetensorsDtype, TensorEntry } from './safetensors';
@@ -967,7 +968,10 @@ export class Model {
       shards[shards.length - 1].push(p);
       current += n;
     }
-    const tmp = path.join(parent, `.${path.basename(target)}.ngate-tmp-${process.pid}-${Date.now().toString(36)}`);
+    // A save that a crash interrupted is finished first, and temporary folders it left are removed.
+    recoverSwap(target);
+    removeStaleTemps(parent);
+    const tmp = tempFolderFor(target);
     fs.mkdirSync(tmp);
     const out = m ? path.join(tmp, 'llama') : tmp;
     if (m) fs.mkdirSync(out);
@@ -1006,18 +1010,14 @@ export class Model {
         fs.writeFileSync(path.join(tmp, MINIGPT4_DESCRIPTOR), serializeMiniGpt4Descriptor(m, { llamaModel: 'llama', ckpt, vitCheckpoint: vit }));
       }
       if (opts.signal?.aborted) throw abortReason(opts.signal);
-      // Swap into place: a crash before this line leaves only the hidden temp folder.
-      if (fs.existsSync(target)) {
-        const old = `${tmp}-old`;
-        fs.renameSync(target, old);
-        fs.renameSync(tmp, target);
-        fs.rmSync(old, { recursive: true, force: true });
-      } else {
-        fs.renameSync(tmp, target);
-      }
+      // Into place: a crash before this line leaves only the hidden temp folder (removed by a later save),
+      // one during the swap a journal the next save or load finishes from.
+      swapInto(tmp, target);
     } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw e;
+      if (!fs.existsSync(journalFor(target))) fs.rmSync(tmp, { recursive: true, force: true });
+      if ((e instanceof NgateError && e.code !== 'ERR_NATIVE') || (e as Error)?.name === 'AbortError' || e === opts.signal?.reason) throw e;
+      // A full disk, no permission, a name too long: the machine's failure, with the target named.
+      throw new NgateError('ERR_WRITE', `cannot save: ${(e as Error).message}`, { file: target, cause: e });
     }
   }
 
@@ -1056,6 +1056,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   if (opts.dtype !== undefined && !(['float32', 'float16', 'bfloat16'] as string[]).includes(opts.dtype)) {
     throw new NgateError('ERR_INPUT', `unknown dtype "${opts.dtype}" (expected float32, float16 or bfloat16)`, { field: 'dtype' });
   }
+  // A save into this folder that a crash interrupted is finished before it is read.
+  recoverSwap(path.resolve(dir));
   // A MiniGPT-4 descriptor (folder with minigpt4.json, the file, or the original's YAML) names a Llama folder.
   const minigpt4 = fs.existsSync(dir) ? findMiniGpt4Config(dir) : null;
   if (!minigpt4 && (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())) {

@@ -277,7 +277,8 @@ export function writeSafetensorsFile(
   } catch (e) {
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
-    throw new NgateError('ERR_SAFETENSORS', `cannot write: ${(e as Error).message}`, { file, cause: e });
+    // A write that fails (a full disk, no permission) is the machine's failure, not bad input: ERR_WRITE.
+    throw new NgateError('ERR_WRITE', `cannot write: ${(e as Error).message}`, { file, cause: e });
   }
   // Persist the rename itself; not every platform lets a directory be fsynced, so this is best effort.
   try {
