@@ -91,3 +91,23 @@ test('parameterBytes answers at once while a long call runs (it never waits for 
   await long.catch(() => undefined);
   expect(m.parameterBytes).toBe(0);
 });
+
+test('the AbortSignal reaches the implicit r_org generation of learnMask and gatedEdit: they stop within a step', async () => {
+  const m = await loadModel(dir);
+  const many: PrivacyPair[] = Array.from({ length: 160 }, (_, i) => ({ ...pairs[i % pairs.length]!, id: `p${i}` }));
+  for (const run of [
+    (signal: AbortSignal) => learnMask(m, many, { layers: [1], steps: 1, signal }),
+    (signal: AbortSignal) => gatedEdit(m, many, null, { gated: false, layers: [1], epochs: 1, signal }),
+  ]) {
+    const alone = Date.now();
+    await fillBenignAnswers(m, many.slice(0, 16), { maxNewTokens: 48 });
+    const oneBatch = Date.now() - alone;  // what generating one batch of r_org takes here
+    const ac = new AbortController();
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 30);
+    await expect(run(ac.signal)).rejects.toMatchObject({ name: 'AbortError' });
+    // Ten batches of r_org to generate: stopping within about one shows the signal reached them.
+    expect(Date.now() - t0).toBeLessThan(30 + 1.5 * oneBatch + 200);
+  }
+  await m.dispose();
+});

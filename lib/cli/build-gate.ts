@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { buildGate, DEFAULT_GATE_THRESHOLD, loadMasks, saveGate } from '../method/gate';
 import { gateCountsText } from '../report/tables';
-import { addDistOptions, addOutputOptions, Context, Define, DistOpts, finishGroup, joinGroup, outputFile, parseShare, requireFile } from './shared';
+import { addDistOptions, addOutputOptions, Context, Define, DistOpts, ensureParent, finishGroup, joinGroup, outputFile, parseShare, requireFile } from './shared';
 
 async function buildGateCommand(ctx: Context, o: Record<string, unknown>): Promise<void> {
   const files = (o.masks as string[]).map((f) => requireFile(f, 'masks file'));
@@ -14,7 +14,7 @@ async function buildGateCommand(ctx: Context, o: Record<string, unknown>): Promi
     ? await buildGate(files.filter((_, i) => i % group.size === group.rank).map((f) => loadMasks(f)), { threshold, group, onWarning: ctx.warn })
     : buildGate(files.map((f) => loadMasks(f)), { threshold, onWarning: ctx.warn });
   ctx.checkAborted();
-  if (ctx.rank === 0) saveGate(gate, out);
+  if (ctx.rank === 0) saveGate(gate, ensureParent(out));
   await finishGroup(group, o as DistOpts, undefined);
   const summary = out.endsWith('.safetensors') ? out.slice(0, -'.safetensors'.length) + '.json' : out + '.json';
   ctx.emit({ out, summary, masks: files, layers: gate.layers, hiddenSize: gate.hiddenSize, threshold: gate.threshold, pairCount: gate.pairCount, counts: gate.counts },

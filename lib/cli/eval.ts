@@ -7,7 +7,7 @@ import { writeFileAtomic } from '../util/atomic-write';
 import { defined } from '../util/defined';
 import {
   addDistOptions, addModelOptions, addOutputOptions, addRefusalOptions, Context, Define, DistOpts, finishGroup, joinGroup, matcherOf,
-  ModelOpts, openModel, outputFile, parsePositiveInt, partsDirOf, readPairs, seconds,
+  ensureParent, ModelOpts, openModel, outputFile, parsePositiveInt, partsDirOf, readPairs, seconds,
 } from './shared';
 
 /** What `ngate inspect` recognises an eval --out file by. */
@@ -30,7 +30,7 @@ async function evalCommand(ctx: Context, o: Record<string, unknown>): Promise<vo
     });
     ctx.checkAborted();
     const doc = { format: EVAL_REPORT_FORMAT, model: model.dir, pairs: path.resolve(o.pairs as string), seconds: seconds(t0), ...report };
-    if (out && ctx.rank === 0) writeFileAtomic(out, JSON.stringify(doc, null, 2) + '\n');
+    if (out && ctx.rank === 0) writeFileAtomic(ensureParent(out), JSON.stringify(doc, null, 2) + '\n');
     await finishGroup(group, o as DistOpts, partsDir);
     ctx.emit(doc, [evaluationText(report), '', `refusals matched by ${report.matcher.name} (${report.matcher.mode} mode)`, ...(out ? [`wrote ${out}`] : [])].join('\n'));
   } finally {

@@ -25,8 +25,8 @@ import { launchedDistributed } from '../dist/process-group';
 export { parseLayers, defaultModelDir } from './shared';
 export type { CliIo } from './shared';
 
-/** 0 ok, 1 the work failed, 2 bad usage or input, 130 interrupted (128 + SIGINT). */
-export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
+/** 0 ok, 1 the work failed, 2 bad usage or input, 130 interrupted (128 + SIGINT), 143 terminated (128 + SIGTERM). */
+export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130, terminated: 143 } as const;
 
 // Codes that mean the user's files or arguments are wrong, not that the work failed.
 const BAD_INPUT_CODES = new Set(['ERR_USAGE', 'ERR_INPUT', 'ERR_MISSING_FILE', 'ERR_CONFIG', 'ERR_SAFETENSORS', 'ERR_CHECKPOINT',
@@ -105,22 +105,26 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
   const forward = () => controller.abort();
   if (io.signal?.aborted) controller.abort();
   io.signal?.addEventListener('abort', forward, { once: true });
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts === 1) {
-      io.stderr.write('\nngate: interrupted; stopping after the current step (Ctrl-C again to quit at once)\n');
+  // SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler, the launcher) stop the
+  // running step alike, writing nothing half-way; a second one quits at once.
+  let stoppedBy: 'SIGINT' | 'SIGTERM' | null = null;
+  const onSignal = (signal: 'SIGINT' | 'SIGTERM') => () => {
+    if (stoppedBy === null) {
+      stoppedBy = signal;
+      io.stderr.write(`\nngate: ${signal === 'SIGINT' ? 'interrupted' : 'terminated'}; stopping after the current step (${signal === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once)\n`);
       controller.abort();
     } else {
-      process.exit(EXIT.interrupted);
+      process.exit(signal === 'SIGINT' ? EXIT.interrupted : EXIT.terminated);
     }
   };
-  if (io.handleSignals) process.on('SIGINT', onSigint);
+  const onSigint = onSignal('SIGINT'), onSigterm = onSignal('SIGTERM');
+  if (io.handleSignals) { process.on('SIGINT', onSigint); process.on('SIGTERM', onSigterm); }
+  const stopCode = () => (stoppedBy === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted);
   const json = argv.includes('--json');
   try {
     const result = { code: EXIT.ok as number };
     await buildProgram(io, controller.signal, result).parseAsync(argv, { from: 'user' });
-    return controller.signal.aborted ? EXIT.interrupted : result.code;
+    return controller.signal.aborted ? stopCode() : result.code;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;
@@ -128,8 +132,10 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
       if (json) io.stdout.write(JSON.stringify({ error: { code: 'ERR_USAGE', message: e.message.replace(/^error:\s*/, ''), exitCode: EXIT.usage } }, null, 2) + '\n');
       return EXIT.usage;
     }
-    const code = exitCodeOf(e, controller.signal.aborted);
-    const message = code === EXIT.interrupted ? 'interrupted; no output was written for the step that was stopped' : (e as Error)?.message ?? String(e);
+    let code: number = exitCodeOf(e, controller.signal.aborted);
+    if (code === EXIT.interrupted) code = stopCode();
+    const message = code === EXIT.interrupted || code === EXIT.terminated
+      ? `${code === EXIT.interrupted ? 'interrupted' : 'terminated'}; no output was written for the step that was stopped` : (e as Error)?.message ?? String(e);
     const group = joinedGroup();
     io.stderr.write(`ngate${group ? ` [rank ${group.rank} of ${group.size}]` : ''}: ${message}\n`);
     if (code === EXIT.failure && process.env.NGATE_DEBUG && (e as Error)?.stack) io.stderr.write(`${(e as Error).stack}\n`);
@@ -140,7 +146,7 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
     return code;
   } finally {
     io.signal?.removeEventListener('abort', forward);
-    if (io.handleSignals) process.removeListener('SIGINT', onSigint);
+    if (io.handleSignals) { process.removeListener('SIGINT', onSigint); process.removeListener('SIGTERM', onSigterm); }
   }
 }
 

@@ -10,7 +10,7 @@ import { fmt, textTable } from '../report/tables';
 import { defined } from '../util/defined';
 import {
   addDistOptions, addModelOptions, addOutputOptions, checkLayers, Context, Define, DistOpts, finishGroup, joinGroup, mean, ModelOpts,
-  openModel, outputFile, parseLayers, parseNonNegative, parsePositiveInt, parseSeed, partsDirOf, readPairs, seconds, withBenignAnswers,
+  ensureParent, openModel, outputFile, parseLayers, parseNonNegative, parsePositiveInt, parseSeed, partsDirOf, readPairs, seconds, withBenignAnswers,
   withDemoSettings,
 } from './shared';
 
@@ -28,7 +28,7 @@ async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promi
     if (o.pairsOut !== undefined && filled.filled > 0 && ctx.rank === 0) {
       const f = outputFile(o.pairsOut as string);
       ctx.checkAborted();
-      await writePairsFile(f, pairs);
+      await writePairsFile(ensureParent(f), pairs);
       ctx.log(`wrote the pairs with r_org to ${f}`);
     }
     const layers = o.layers as number[];
@@ -45,7 +45,7 @@ async function learnMaskCommand(ctx: Context, o: Record<string, unknown>): Promi
       signal: ctx.signal, onProgress: ctx.progress,
     });
     ctx.checkAborted();
-    if (ctx.rank === 0) saveMasks(masks, out);
+    if (ctx.rank === 0) saveMasks(masks, ensureParent(out));
     await finishGroup(group, o as DistOpts, partsDir);
     const stats = maskStats(masks);
     ctx.emit({

@@ -206,12 +206,25 @@ export function requireFile(file: string, what: string): string {
   return abs;
 }
 
-/** The folder an output file goes to is made if missing; the file itself is written atomically by the library. */
+/**
+ * An output file's path, checked before any work: not a folder, and under a
+ * folder (or a path that can become one). Nothing is created here: a command
+ * that then rejects its input leaves no trace; `ensureParent` makes the folder
+ * just before the file is written (atomically, by the library).
+ */
 export function outputFile(file: string): string {
   const abs = path.resolve(file);
   if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) throw new UsageError(`the output is a folder, expected a file path: ${abs}`);
-  fs.mkdirSync(path.dirname(abs), { recursive: true });
+  let head = path.dirname(abs);
+  while (!fs.existsSync(head) && path.dirname(head) !== head) head = path.dirname(head);
+  if (!fs.statSync(head).isDirectory()) throw new UsageError(`the output cannot go under ${head}, which is a file: ${abs}`);
   return abs;
+}
+
+/** Makes the folder of an output file, right before it is written. */
+export function ensureParent(file: string): string {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  return file;
 }
 
 /** Whether the command runs on the embedded demo model (no --model, or --model naming it). */

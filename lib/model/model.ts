@@ -946,7 +946,12 @@ export class Model {
       throw new NgateError('ERR_SAVE', 'refusing to write inside the folder the model was loaded from: save it beside that folder', { file: target });
     }
     const parent = path.dirname(target);
-    if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
+    const writeError = (e: unknown) => new NgateError('ERR_WRITE', `cannot save: ${(e as Error).message}`, { file: target, cause: e });
+    try {
+      if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
+    } catch (e) {
+      throw writeError(e);
+    }
     if (fs.existsSync(target)) {
       if (!fs.statSync(target).isDirectory()) throw new NgateError('ERR_SAVE', 'exists and is not a folder', { file: target });
       if (fs.readdirSync(target).length > 0 && !opts.overwrite) {
@@ -972,10 +977,10 @@ export class Model {
     recoverSwap(target);
     removeStaleTemps(parent);
     const tmp = tempFolderFor(target);
-    fs.mkdirSync(tmp);
     const out = m ? path.join(tmp, 'llama') : tmp;
-    if (m) fs.mkdirSync(out);
     try {
+      fs.mkdirSync(tmp);
+      if (m) fs.mkdirSync(out);
       const names = shards.length === 1 ? [SINGLE_WEIGHTS]
         : shards.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`);
       const weightMap: Record<string, string> = {};
@@ -1014,10 +1019,12 @@ export class Model {
       // one during the swap a journal the next save or load finishes from.
       swapInto(tmp, target);
     } catch (e) {
-      if (!fs.existsSync(journalFor(target))) fs.rmSync(tmp, { recursive: true, force: true });
+      try {
+        if (!fs.existsSync(journalFor(target))) fs.rmSync(tmp, { recursive: true, force: true });
+      } catch { /* the temporary folder was never made (a name too long, no permission) */ }
       if ((e instanceof NgateError && e.code !== 'ERR_NATIVE') || (e as Error)?.name === 'AbortError' || e === opts.signal?.reason) throw e;
       // A full disk, no permission, a name too long: the machine's failure, with the target named.
-      throw new NgateError('ERR_WRITE', `cannot save: ${(e as Error).message}`, { file: target, cause: e });
+      throw writeError(e);
     }
   }
 
