@@ -6,6 +6,7 @@
 #include <string>
 
 #include "binding/dist_group.h"    // NativeProcessGroup, distBackends: dist_group.cpp
+#include "binding/env_data.h"      // what each JavaScript environment keeps: env_data.cpp
 #include "binding/jobs.h"          // CancelToken, and the worker that runs every long call
 #include "binding/native_model.h"  // NativeModel: native_model.cpp, method.cpp, training.cpp
 #include "binding/runtime.h"       // info, settings: runtime.cpp
@@ -21,6 +22,7 @@ namespace ngate::binding {
 namespace {
 
 Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  InitEnvData(env);  // per environment: the main thread and each Worker
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("CancelToken", CancelToken::Init(env));
   exports.Set("NativeProcessGroup", NativeProcessGroup::Init(env));

@@ -13,11 +13,10 @@
 #include <cstring>
 
 #include "binding/convert.h"
+#include "binding/env_data.h"
 #include "binding/jobs.h"
 
 namespace ngate::binding {
-
-Napi::FunctionReference* NativeProcessGroup::constructor_ = nullptr;
 
 Napi::Function NativeProcessGroup::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeProcessGroup",
@@ -25,13 +24,14 @@ Napi::Function NativeProcessGroup::Init(Napi::Env env) {
                                   InstanceMethod("allreduce", &NativeProcessGroup::Allreduce),
                                   InstanceMethod("destroy", &NativeProcessGroup::Destroy),
                                   InstanceAccessor("failed", &NativeProcessGroup::Failed, nullptr)});
-  constructor_ = new Napi::FunctionReference(Napi::Persistent(f));
+  EnvDataOf(env).process_group = Napi::Persistent(f);
   return f;
 }
 
 std::shared_ptr<dist::Group> NativeProcessGroup::FromValue(Napi::Value v) {
   if (v.IsUndefined() || v.IsNull()) return nullptr;
-  if (!v.IsObject() || !constructor_ || !v.As<Napi::Object>().InstanceOf(constructor_->Value())) {
+  auto& ctor = EnvDataOf(v.Env()).process_group;
+  if (!v.IsObject() || ctor.IsEmpty() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
     throw Napi::TypeError::New(v.Env(), "group must be a process group made by initProcessGroup");
   }
   auto* self = Napi::ObjectWrap<NativeProcessGroup>::Unwrap(v.As<Napi::Object>());

@@ -27,7 +27,6 @@ class NativeProcessGroup : public Napi::ObjectWrap<NativeProcessGroup> {
   // Shared with the jobs that use it; set by init's job.
   std::shared_ptr<std::shared_ptr<dist::Group>> group_ = std::make_shared<std::shared_ptr<dist::Group>>();
   bool initialising_ = false;
-  static Napi::FunctionReference* constructor_;
 };
 
 // distBackends() → { gloo, nccl }: what this build was compiled with.

@@ -7,9 +7,9 @@
 #include <deque>
 #include <mutex>
 
-namespace ngate::binding {
+#include "binding/env_data.h"
 
-Napi::FunctionReference* CancelToken::constructor_ = nullptr;
+namespace ngate::binding {
 
 std::string describe(const std::exception& e) {
   if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
@@ -71,6 +71,7 @@ class Executor {
 };
 
 struct JobState {
+  std::shared_ptr<EnvState> env;  // the environment it answers to
   Job::Work work;
   Job::Result result;
   std::shared_ptr<std::atomic<bool>> cancel;
@@ -90,10 +91,24 @@ struct Message {
 };
 
 // Runs on the event loop for every message the worker sends.
+void deliver_now(Napi::Env env, Message& msg);
+
 void deliver(Napi::Env env, Napi::Function, Message* msg) {
+  // With no environment, the queue is being dropped at its teardown: the
+  // message's JavaScript handles cannot be freed any more, so it is leaked.
+  if (env == nullptr) return;
   std::unique_ptr<Message> m(msg);
-  if (env == nullptr) return;  // the environment is shutting down
+  try {
+    deliver_now(env, *m);
+  } catch (...) {
+    // Only while the environment stops (worker.terminate()): no JavaScript runs
+    // any more, and an exception must not cross this C callback.
+  }
+}
+
+void deliver_now(Napi::Env env, Message& msg) {
   Napi::HandleScope scope(env);
+  auto* m = &msg;
   auto& job = *m->job;
   if (m->call) {
     try {
@@ -140,22 +155,41 @@ Napi::Promise Job::Start(Napi::Env env, Work work, Result result, std::shared_pt
   // The thread-safe function also keeps the event loop alive until the job ends.
   job->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "ngate", 0, 1);
   auto promise = job->deferred.Promise();
+  job->env = EnvDataOf(env).state;
+  {
+    std::lock_guard<std::mutex> lock(job->env->mu);
+    job->env->cancels.insert(job->cancel);
+  }
   Executor::instance().post([job]() mutable {
     auto tsfn = job->tsfn;
+    auto state = job->env;
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      // Its environment is gone: the job never starts, and its handles are leaked with it.
+      if (state->closing) { new std::shared_ptr<JobState>(std::move(job)); return; }
+      ++state->running;
+    }
+    // Every call into the environment is made under the lock, after checking
+    // that it is still there: a teardown waits for the lock, then for `running`.
+    auto call = [state, tsfn](Message* m, bool blocking) mutable {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (state->closing) return false;
+      return (blocking ? tsfn.BlockingCall(m, deliver) : tsfn.NonBlockingCall(m, deliver)) == napi_ok;
+    };
     {
       JobContext ctx;
       auto cancel = job->cancel;
       ctx.cancelled = [cancel] { return cancel->load(); };
       const bool wants_progress = !job->on_progress.IsEmpty();
-      ctx.report = [job, wants_progress, tsfn](double done, double total) mutable {
+      ctx.report = [job, wants_progress, call](double done, double total) mutable {
         if (!wants_progress) return;
         auto* m = new Message{job, false, Progress{done, total}, {}};
-        if (tsfn.NonBlockingCall(m, deliver) != napi_ok) delete m;  // a dropped progress report is harmless
+        if (!call(m, false)) new std::shared_ptr<JobState>(std::move(m->job));  // dropped; the handles are leaked, not freed here
       };
-      ctx.post = [job, tsfn](std::function<void(Napi::Env)> call) mutable {
-        auto* m = new Message{job, false, {}, std::move(call)};
+      ctx.post = [job, call](std::function<void(Napi::Env)> fn) mutable {
+        auto* m = new Message{job, false, {}, std::move(fn)};
         // The queue is unbounded, so this fails only while the environment closes.
-        if (tsfn.NonBlockingCall(m, deliver) != napi_ok) delete m;
+        if (!call(m, false)) new std::shared_ptr<JobState>(std::move(m->job));
       };
       try {
         job->work(ctx);
@@ -167,13 +201,23 @@ Napi::Promise Job::Start(Napi::Env env, Work work, Result result, std::shared_pt
         job->error = "unknown native error";
       }
     }
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->cancels.erase(job->cancel);
+    }
     // The message takes the last reference here, so the job's JavaScript
     // handles are released on the event-loop thread, never on this one.
     auto* m = new Message{std::move(job), true, {}, {}};
-    if (tsfn.BlockingCall(m, deliver) != napi_ok) {
-      // Only while the environment shuts down; leaking is the safe choice then.
+    if (call(m, true)) {
+      tsfn.Release();
+    } else {
+      new std::shared_ptr<JobState>(std::move(m->job));  // the environment is gone: leak, never free off-thread
     }
-    tsfn.Release();
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      --state->running;
+    }
+    state->cv.notify_all();
   });
   return promise;
 }
@@ -197,7 +241,7 @@ Napi::Function CancelToken::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "CancelToken",
                                  {InstanceMethod("cancel", &CancelToken::Cancel),
                                   InstanceAccessor("cancelled", &CancelToken::Cancelled, nullptr)});
-  constructor_ = new Napi::FunctionReference(Napi::Persistent(f));
+  EnvDataOf(env).cancel_token = Napi::Persistent(f);
   return f;
 }
 
@@ -213,7 +257,8 @@ Napi::Value CancelToken::Cancelled(const Napi::CallbackInfo& info) {
 }
 
 std::shared_ptr<std::atomic<bool>> CancelToken::FromValue(Napi::Value v) {
-  if (v.IsObject() && constructor_ && v.As<Napi::Object>().InstanceOf(constructor_->Value())) {
+  auto& ctor = EnvDataOf(v.Env()).cancel_token;
+  if (v.IsObject() && !ctor.IsEmpty() && v.As<Napi::Object>().InstanceOf(ctor.Value())) {
     return Napi::ObjectWrap<CancelToken>::Unwrap(v.As<Napi::Object>())->flag();
   }
   if (!v.IsUndefined() && !v.IsNull()) throw Napi::TypeError::New(v.Env(), "expected a CancelToken");

@@ -54,7 +54,6 @@ class CancelToken : public Napi::ObjectWrap<CancelToken> {
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Cancelled(const Napi::CallbackInfo& info);
   std::shared_ptr<std::atomic<bool>> flag_ = std::make_shared<std::atomic<bool>>(false);
-  static Napi::FunctionReference* constructor_;
 };
 
 // Message of an exception from libtorch or our own code, without C++ backtraces.

@@ -34,8 +34,12 @@ Napi::Function NativeModel::Init(Napi::Env env) {
 }
 
 NativeModel::~NativeModel() {
-  // The finaliser of a model nobody disposed.
-  if (external_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
+  // The finaliser of a model nobody disposed (or of every model, as its environment stops).
+  try {
+    if (external_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
+  } catch (...) {
+    // The environment is stopping: there is no heap to tell any more.
+  }
   Release();
 }
 
