@@ -7,6 +7,8 @@ export { buildGate, mergeGates, saveGate, loadGate, saveMasks, loadMasks, DEFAUL
 export { gatedEdit, EDIT_DEFAULTS } from './method/gated-edit';
 export type { GatedEditOptions, EditReport, FfnParam } from './method/gated-edit';
 export { locateLayer } from './method/locate';
+export { dinmEdit, locateToxicLayer, generateUnsafeAnswers, DINM_EASYEDIT_DEFAULTS } from './method/dinm';
+export type { DinmOptions, DinmReport, DinmVariant, DinmEasyEditSettings, ToxicLayerLocation, LocateToxicLayerOptions } from './method/dinm';
 export type { LocateOptions, LocateResult, LocateRow } from './method/locate';
 export { evaluate } from './method/evaluate';
 export type { EvaluateOptions, EvaluationReport } from './method/evaluate';

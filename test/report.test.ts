@@ -127,7 +127,7 @@ function sampleReport(): DemoReport {
   const runs: ReportRun[] = [
     { name: 'unedited', label: 'unedited', gated: null, seen: evaluation([false, false, false, false], [false, false, false, false]), heldOut: evaluation([false, false, false, false], [false, false, false, false]) },
     { name: 'neural-gate', label: 'Neural Gate', gated: true, seen: evaluation([true, true, true, false], [false, false, false, true]), heldOut: evaluation([true, true, false, false], [false, false, false, false]),
-      edit: { layers: [1], params: ['gate_proj', 'up_proj', 'down_proj'], gated: true, pairCount: 4, epochLosses: [2, 1], editedTensors: ['model.layers.1.mlp.up_proj.weight'] } },
+      edit: { layers: [1], params: ['gate_proj', 'up_proj', 'down_proj'], gated: true, pairCount: 4, epochLosses: [2, 1], steps: 2, editedTensors: ['model.layers.1.mlp.up_proj.weight'] } },
     { name: 'without-gate', label: 'w/o gate', gated: false, seen: evaluation([true, true, true, true], [true, true, false, false]), heldOut: evaluation([true, false, false, false], [true, false, false, false]) },
   ];
   const pair = (id: string) => ({ id, category: 'phone', subject: 'phone', sensitive: 'What is the phone number?', benign: 'What is the phone brand?', benignAnswer: 'Acme.' });

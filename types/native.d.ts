@@ -87,7 +87,11 @@ export interface NativeEditOptions {
   layers: number[]; params: string[]; gated: boolean; keep?: Uint8Array; // [layers, hiddenSize] when gated
   epochs: number; lr: number; alpha: number; batchSize: number; padId: number;
   reuseLowerLayers?: boolean;
+  /** DINM's settings (see native/method/gated_edit.h); absent: eq. 7's edit. */
+  sensitiveWeight?: number; benignLoss?: 'ce' | 'kl'; klGradient?: boolean; stepsPerBatch?: number;
+  freshOptimizerPerBatch?: boolean; stopBelow?: number; normConstraint?: number;
 }
+export interface NativeEditResult { epochLosses: number[]; stepLosses: Float64Array; }
 export interface NativeFfnProbe {
   x: Float32Array; g: Float32Array; u: Float32Array; delta: Float32Array; subject: Uint8Array;
   rows: number; length: number;
@@ -108,7 +112,10 @@ export interface NativeModel {
   maskedLogits(sequences: NativeSequence[], layers: number[], hookPoint: 'ffn' | 'block', masks: Float32Array,
     padId: number, images?: NativeImages): Promise<Float32Array>;
   gatedEdit(pairs: NativePair[], options: NativeEditOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress, images?: NativeImages): Promise<{ epochLosses: number[] }>;
+    onProgress?: NativeProgress, images?: NativeImages): Promise<NativeEditResult>;
+  /** DINM's layer distances: per pair, per decoder layer, between the hidden states of answers a and b. */
+  answerDistances(answers: { a: Int32Array; b: Int32Array }[], token?: NativeCancelToken,
+    onProgress?: NativeProgress): Promise<Float64Array>;
   editGradients(pairs: NativePair[], options: NativeEditOptions, images?: NativeImages): Promise<Float32Array[]>;
   probeFfn(pairs: NativePair[], layer: number, alpha: number, padId: number): Promise<NativeFfnProbe>;
   snapshotFfn(layers: number[]): Promise<number>;

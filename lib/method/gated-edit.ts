@@ -4,6 +4,7 @@
 // `gated: false` is the same edit without the gate: the paper's "w/o gate"
 // ablation and the DINM-like baseline.
 import type { Gate } from '../../types/results';
+import type { NativeEditOptions } from '../../types/native';
 import { PrivacyPair, preparePairs, toNativeInputs } from '../data/prepare';
 import { NgateError } from '../util/errors';
 import type { Model, ProgressCallback } from '../model/model';
@@ -44,6 +45,8 @@ export interface EditReport {
   pairCount: number;
   /** Mean L_sen + α·L_benign over the pairs, per epoch (while training). */
   epochLosses: number[];
+  /** Adam steps taken. */
+  steps: number;
   /** Hugging Face names of the weights changed. */
   editedTensors: string[];
 }
@@ -66,6 +69,15 @@ function keepFor(gate: Gate, layers: number[], hiddenSize: number): Uint8Array {
 }
 
 export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
+  return (await editLoop(model, pairs, gate, opts)).report;
+}
+
+/**
+ * @internal The edit loop of gatedEdit with settings eq. 7 does not use
+ * (DINM's, lib/method/dinm.ts), and the loss of every step.
+ */
+export async function editLoop(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions,
+  extra: Partial<NativeEditOptions> = {}, stage = 'gatedEdit'): Promise<{ report: EditReport; stepLosses: Float64Array }> {
   const o = { ...EDIT_DEFAULTS, ...opts };
   const gated = o.gated !== false;
   if (gated && !gate) throw new NgateError('ERR_INPUT', 'a gate is required unless gated is false', { field: 'gate' });
@@ -91,9 +103,15 @@ export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate |
   const onProgress = opts.onProgress;
   const res = await model.runNative(opts.signal, (native, token) => native.gatedEdit(inputs.pairs, {
     layers, params, gated, keep, epochs: o.epochs, lr: o.lr, alpha: o.alpha, batchSize: o.batchSize, padId: model.padTokenId,
-    reuseLowerLayers: opts.reuseLowerLayers !== false,
-  }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined, inputs.images));
+    reuseLowerLayers: opts.reuseLowerLayers !== false, ...extra,
+  }, token, onProgress ? (done, total) => onProgress({ stage, done, total }) : undefined, inputs.images));
   const edited = layers.flatMap((l) => params.map((p) => `model.layers.${l}.mlp.${p}.weight`));
   edited.forEach((n) => model.editedTensors.add(n));
-  return { layers: layers.slice(), params: params.slice(), gated, pairCount: pairs.length, epochLosses: res.epochLosses, editedTensors: edited };
+  return {
+    report: {
+      layers: layers.slice(), params: params.slice(), gated, pairCount: pairs.length, epochLosses: res.epochLosses,
+      steps: res.stepLosses.length, editedTensors: edited,
+    },
+    stepLosses: res.stepLosses,
+  };
 }
