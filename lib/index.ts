@@ -9,10 +9,17 @@ export type { GatedEditOptions, EditReport, FfnParam } from './method/gated-edit
 export { locateLayer } from './method/locate';
 export { dinmEdit, locateToxicLayer, generateUnsafeAnswers, DINM_EASYEDIT_DEFAULTS } from './method/dinm';
 export type { DinmOptions, DinmReport, DinmVariant, DinmEasyEditSettings, ToxicLayerLocation, LocateToxicLayerOptions } from './method/dinm';
+export { evaluateBenchmark, readBenchmark, sampleItems, scoreBenchmark, askQuestions } from './eval/benchmark';
+export type { EvaluateBenchmarkOptions, ReadBenchmarkOptions } from './eval/benchmark';
+export { BENCHMARK_KINDS } from './eval/types';
+export type { BenchmarkKind, BenchmarkItem, BenchmarkOutcome, BenchmarkCounts, BenchmarkScore, BenchmarkReport } from './eval/types';
+export { parsePope, popeOfficial, parseMme, parseChoiceLetter, POPE_RULE, MME_RULE, SCIENCEQA_RULE } from './eval/parse';
+export type { ParsingRule } from './eval/parse';
+export { scienceQaPrompt } from './eval/scienceqa';
 export type { LocateOptions, LocateResult, LocateRow } from './method/locate';
 export { evaluate } from './method/evaluate';
 export type { EvaluateOptions, EvaluationReport } from './method/evaluate';
-export { validatePairs, preparePairs, fillBenignAnswers, encodeQuery } from './data/prepare';
+export { validatePairs, preparePairs, fillBenignAnswers, encodeQuery, encodeQuestion } from './data/prepare';
 export type { PrivacyPair, PreparedPair, PreparedSequence } from './data/prepare';
 export { makeRefusalMatcher, isRefusal } from './method/refusal';
 export { PAPER_REFUSAL_PREFIXES, defaultRefusalResponse } from './data/safe-response';

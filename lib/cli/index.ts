@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../model/native';
 import { NgateError } from '../util/errors';
+import { addBenchCommand } from './bench';
 import { addBuildCommand } from './build';
 import { addBuildGateCommand } from './build-gate';
 import { addDataCommand } from './data';
@@ -39,7 +40,8 @@ function exitCodeOf(e: unknown, aborted: boolean): number {
 }
 
 /** The subcommands, in the order `ngate --help` lists them. */
-const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand, addInspectCommand, addBuildCommand, addDoctorCommand];
+const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand,
+  addBenchCommand, addInspectCommand, addBuildCommand, addDoctorCommand];
 
 function buildProgram(io: CliIo, signal: AbortSignal, result: { code: number }): Command {
   const program = new Command('ngate')
