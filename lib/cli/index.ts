@@ -11,6 +11,7 @@ import { NgateError } from '../util/errors';
 import { addBenchCommand } from './bench';
 import { addBuildCommand } from './build';
 import { addBuildGateCommand } from './build-gate';
+import { addCompareCommand } from './compare';
 import { addDataCommand } from './data';
 import { addDemoCommand } from './demo';
 import { addDoctorCommand } from './doctor';
@@ -41,7 +42,7 @@ function exitCodeOf(e: unknown, aborted: boolean): number {
 
 /** The subcommands, in the order `ngate --help` lists them. */
 const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand,
-  addBenchCommand, addInspectCommand, addBuildCommand, addDoctorCommand];
+  addBenchCommand, addCompareCommand, addInspectCommand, addBuildCommand, addDoctorCommand];
 
 function buildProgram(io: CliIo, signal: AbortSignal, result: { code: number }): Command {
   const program = new Command('ngate')

@@ -2,7 +2,7 @@
 // L_sen + α·L_benign, with the gradient from subject positions multiplied by
 // the gate (M_l > τ) and the gradient from every other position unchanged.
 // `gated: false` is the same edit without the gate: the paper's "w/o gate"
-// ablation and the DINM-like baseline.
+// ablation (DINM, with its own layer, loss and step order, is dinm.ts).
 import type { Gate } from '../../types/results';
 import type { NativeEditOptions } from '../../types/native';
 import { PrivacyPair, preparePairs, toNativeInputs } from '../data/prepare';
