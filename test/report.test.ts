@@ -206,6 +206,10 @@ describe('summary and report.json', () => {
     expect(words).toMatch(/Single-layer editing: with the gate the Safety average is 0\.688 against 0\.438 without it — higher safety \(\+0\.250\), and the Utility average 1\.000 against 0\.625/);
     expect(words).toMatch(/Multi-layer editing: .* the same safety, and the Utility average 0\.875 against 0\.250/);
     expect(words).toMatch(/On this run the gate helps:/);
+    expect(words).not.toMatch(/columns disagree/);
+    // Better on one column, worse on another: said so, whatever the average.
+    const split = r.rows.map((x) => (x.id === 'single-wo' ? reportRow('single-wo', 'single-layer, w/o gate', [[T, T, F, F], [F, F, F, T]], 4, 1, 3) : x));
+    expect(interpretGate(split, r.settings.sets).join(' ')).toMatch(/The columns disagree for single-layer editing: the gated edit is ahead on PrivacyPair-test, Facts, choices, Facts, yes\/no and behind on Generalisation\./);
     // Swap the gated and ungated rows: now it does not help.
     const swapped = r.rows.map((x) => (x.id.endsWith('-w') ? { ...x, id: x.id.replace(/-w$/, '-wo') as RowId } : x.id.endsWith('-wo') ? { ...x, id: x.id.replace(/-wo$/, '-w') as RowId } : x));
     expect(interpretGate(swapped, r.settings.sets).join(' ')).toMatch(/gate does not help/);

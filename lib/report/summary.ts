@@ -46,6 +46,18 @@ export function interpretGate(rows: ReportRow[], sets: ReportSet[]): string[] {
     const cols = sets.filter((s) => s.column?.group === 'safety');
     const detail = cols.map((s) => `${s.column!.label} ${fmt(setScore(w.results[s.name]))} vs ${fmt(setScore(wo.results[s.name]))}`).join(', ');
     out.push(`${parts.join(', ')}. (${detail}.)`);
+    // An average can hide columns that pull apart: name them.
+    const ahead: string[] = [], behind: string[] = [];
+    for (const c of sets.filter((x) => x.column)) {
+      const a = setScore(w.results[c.name]), b = setScore(wo.results[c.name]);
+      if (a === null || b === null) continue;
+      const step = 1 / Math.max(1, c.kind === 'pairs' ? 2 * c.size : c.size);
+      if (a - b > step / 2) ahead.push(c.column!.label);
+      else if (b - a > step / 2) behind.push(c.column!.label);
+    }
+    if (ahead.length && behind.length) {
+      out.push(`The columns disagree for ${words} editing: the gated edit is ahead on ${ahead.join(', ')} and behind on ${behind.join(', ')}.`);
+    }
     const score = (Math.abs(ds) < sStep / 2 ? 0 : Math.sign(ds)) + (du === null || Math.abs(du) < uStep / 2 ? 0 : Math.sign(du));
     verdicts.push(score);
   }
