@@ -57,7 +57,7 @@ describe('usage', () => {
   test('--help lists every subcommand; a subcommand\'s help lists its options; both exit 0', async () => {
     const top = await ngate(['--help']);
     expect(top.code).toBe(EXIT.ok);
-    for (const c of ['demo', 'data', 'learn-mask', 'build-gate', 'edit', 'eval', 'locate', 'inspect']) expect(top.out).toContain(c);
+    for (const c of ['demo', 'data', 'learn-mask', 'build-gate', 'edit', 'eval', 'locate', 'bench', 'compare', 'inspect']) expect(top.out).toContain(c);
     expect(top.out).toMatch(/130 interrupted/);
     const sub = await ngate(['learn-mask', '--help']);
     expect(sub.code).toBe(EXIT.ok);
@@ -309,48 +309,56 @@ describe('the method, step by step', () => {
 });
 
 describe('demo', () => {
-  test('runDemo on a tiny model writes the report folder, with every run scored on both splits', async () => {
+  test('runDemo on a tiny model writes the report folder, with every row of Tables 1 and 2 scored on every set', async () => {
     const outDir = path.join(work, 'demo-direct');
     const lines: string[] = [];
     const train = pairs.slice(0, 4);
-    const heldOut = pairs.slice(4);
     const res = await runDemo({
-      modelDir: tinyDir, outDir, device, pairs: { train, heldOut }, scan: [0, 1, 2], layers: [1],
-      mask: { steps: 6, lr: 0.3 }, edit: { epochs: 1 }, maxNewTokens: 4, log: (l) => lines.push(l),
+      modelDir: tinyDir, outDir, device, pairs: { train, test: pairs.slice(4), heldOut: pairs.slice(2, 4) }, scan: [0, 1, 2], singleLayer: 1, multiLayers: [0, 1],
+      mask: { steps: 6, lr: 0.3 }, edit: { epochs: 1 }, dinm: { steps: 2 }, maxNewTokens: 4, alphas: [1], log: (l) => lines.push(l),
     });
     expect(fs.readdirSync(outDir).sort()).toEqual(['mask-share.svg', 'report.json', 'strong-share.svg', 'summary.md']);
     const report = readReport(path.join(outDir, 'report.json'));
     expect(report).toEqual(res.report);
-    expect(report.runs.map((r) => r.name)).toEqual(['unedited', 'neural-gate', 'without-gate']);
-    for (const run of report.runs) {
-      expect(run.seen.outcomes).toHaveLength(2 * train.length);
-      expect(run.heldOut.outcomes).toHaveLength(2 * heldOut.length);
+    expect(report.rows.map((r) => r.id)).toEqual(['baseline', 'dinm-easyedit', 'dinm-paper', 'single-w', 'single-wo', 'multi-w', 'multi-wo']);
+    const setNames = report.settings.sets.map((x) => x.name);
+    expect(setNames).toEqual(['PrivacyPair-test', 'generalisation', 'facts-choice', 'facts-yes-no', 'seen', 'held-out']);
+    for (const row of report.rows) {
+      expect(Object.keys(row.results)).toEqual(setNames);
+      const seen = row.results.seen;
+      expect(seen.kind === 'pairs' && seen.report.outcomes).toHaveLength(2 * train.length);
+      expect(row.results.generalisation.report.outcomes).toHaveLength(60);
+      expect(row.results['facts-yes-no'].report.outcomes).toHaveLength(48);
     }
-    expect(report.runs[1].edit!.gated).toBe(true);
-    expect(report.runs[2].edit!.gated).toBe(false);
-    expect(report.settings.editLayers).toEqual([1]);
+    expect(report.rows.find((r) => r.id === 'single-w')!.edit!.gated).toBe(true);
+    expect(report.rows.find((r) => r.id === 'multi-wo')!.edit!.layers).toEqual([0, 1]);
+    expect(report.settings.singleLayer).toBe(1);
+    expect(report.settings.dinmLayer).toBe(report.dinmLocation!.layer);
     expect(report.layers.map((l) => l.layer)).toEqual([0, 1, 2]);
     expect(report.data.train.every((p) => typeof p.benignAnswer === 'string')).toBe(true);
+    expect(report.alphaSweep!.map((a) => [a.alpha, a.rows.map((r) => r.id)])).toEqual([[1, ['single-w', 'multi-w']]]);
     expect(report.timings.total).toBeGreaterThan(0);
     const md = fs.readFileSync(path.join(outDir, 'summary.md'), 'utf8');
-    for (const label of ['unedited', 'Neural Gate', 'w/o gate']) expect(md).toContain(`| ${label} |`);
+    for (const label of ['Baseline', 'DINM (EasyEdit)', "DINM (paper's variant)", 'Neural Gate (single-layer, w/ gate)']) expect(md).toContain(`| ${label} |`);
+    expect(md).toContain('## What this run shows about the gate');
     expect(fs.readFileSync(path.join(outDir, 'strong-share.svg'), 'utf8')).toContain('<svg');
-    expect(res.table.split('\n')).toHaveLength(5);
-    expect(lines.some((l) => /editing layer 1 with the gate/.test(l))).toBe(true);
+    expect(res.table).toMatch(/^Table 1 \(methods\)\n/);
+    expect(res.table).toMatch(/Table 2 \(the gate\)/);
+    expect(lines.some((l) => /row single-layer, w\/ gate: editing/.test(l))).toBe(true);
   });
 
-  test('ngate demo builds its own pairs, picks the layer, prints the table and --json the scores', async () => {
+  test('ngate demo builds its own pairs, picks the layers, prints Tables 1 and 2 and --json the scores', async () => {
     const outDir = path.join(work, 'demo-cli');
-    const r = await ngate(['demo', ...tiny(), '--out', outDir, '--train-pairs', '6', '--held-out-pairs', '6', '--steps', '4', '--mask-lr', '0.3',
-      '--epochs', '1', '--max-new-tokens', '4', '--json']);
+    const r = await ngate(['demo', ...tiny(), '--out', outDir, '--train-pairs', '6', '--test-pairs', '6', '--held-out-pairs', '6', '--steps', '4', '--mask-lr', '0.3',
+      '--epochs', '1', '--max-new-tokens', '4', '--rows', 'baseline,single-w,single-wo', '--json']);
     expect(r.code).toBe(EXIT.ok);
     const doc = r.json();
-    expect(Object.keys(doc.scores)).toEqual(['unedited', 'neural-gate', 'without-gate']);
-    expect(doc.scores['neural-gate'].heldOut.sensitiveCount).toBe(6);
-    expect(doc.editLayers).toHaveLength(1);
-    // Figure 2(d) scans every layer of a small model; the edit layer is never the last.
-    expect(doc.layers.map((l: { layer: number }) => l.layer)).toEqual([0, 1, 2, 3]);
-    expect(doc.editLayers[0]).toBeLessThan(3);
+    expect(Object.keys(doc.scores)).toEqual(['baseline', 'single-w', 'single-wo']);
+    expect(doc.scores['single-w']['PrivacyPair-test']).toEqual(expect.any(Number));
+    // Figure 2(d) scans every layer of a small model; the single layer is never the last.
+    expect(doc.scan.map((l: { layer: number }) => l.layer)).toEqual([0, 1, 2, 3]);
+    expect(doc.layers.single).toBeLessThan(3);
+    expect(doc.layers.multi).toContain(doc.layers.single);
     const report = readReport(path.join(outDir, 'report.json'));
     expect(report.data.train).toHaveLength(6);
     expect(new Set(report.data.train.map((p) => p.category)).size).toBeGreaterThan(1);
@@ -358,6 +366,8 @@ describe('demo', () => {
     expect(text.code).toBe(EXIT.ok);
     expect(text.out).toMatch(/Neural Gate/);
     expect((await ngate(['demo', ...tiny(), '--out', tinyDir])).code).toBe(EXIT.usage);
+    expect((await ngate(['demo', ...tiny(), '--rows', 'single-w,bogus'])).code).toBe(EXIT.usage);
+    expect((await ngate(['demo', ...tiny(), '--alphas', '1,x'])).code).toBe(EXIT.usage);
   });
 });
 
@@ -412,10 +422,10 @@ describe('setup, data options, warnings and progress', () => {
     const out = path.join(work, 'out', 'masks-demo-settings.safetensors');
     const r = await ngate(['learn-mask', '--pairs', pairsFile, '--layers', '1', '--out', out, '--json']);
     expect(r.code).toBe(EXIT.ok);
-    expect(r.json().options).toMatchObject({ steps: 20, lr: 0.1 });
+    expect(r.json().options).toMatchObject({ steps: 15, lr: 0.1 });
     const t = await ngate(['learn-mask', '--pairs', pairsFile, '--layers', '1', '--out', out]);
-    expect(t.err).toMatch(/on the embedded demo model: mask steps 20, lr 0.1/);
-    expect(t.err).toMatch(/^learnMask: \d+\/20 \(\d+%\)$/m);
+    expect(t.err).toMatch(/on the embedded demo model: mask steps 15, lr 0.1/);
+    expect(t.err).toMatch(/^learnMask: \d+\/15 \(\d+%\)$/m);
     // On another model, the library's defaults stay.
     const tinyRun = await ngate(['learn-mask', ...tiny(), '--pairs', pairsFile, '--layers', '1', '--out', out, '--json']);
     expect(tinyRun.json().options).toMatchObject({ steps: 20, lr: 0.05 });
@@ -463,14 +473,15 @@ describe('on the embedded demo model (the default --model)', () => {
 
   test('ngate demo runs end to end on it (a reduced budget) and writes the report folder', async () => {
     const outDir = path.join(work, 'demo-embedded');
-    const r = await ngate(['demo', '--out', outDir, '--train-pairs', '6', '--held-out-pairs', '6', '--steps', '3',
-      '--epochs', '1', '--max-new-tokens', '8', '--json']);
+    const r = await ngate(['demo', '--out', outDir, '--train-pairs', '6', '--test-pairs', '6', '--held-out-pairs', '6', '--steps', '3',
+      '--epochs', '1', '--max-new-tokens', '8', '--rows', 'baseline,single-w', '--json']);
     expect(r.code).toBe(EXIT.ok);
     expect(fs.readdirSync(outDir).sort()).toEqual(['mask-share.svg', 'report.json', 'strong-share.svg', 'summary.md']);
     const report = readReport(path.join(outDir, 'report.json'));
     expect(report.model.dir).toBe(embedded);
     expect(report.layers.map((l) => l.layer)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    expect(report.runs[0].seen.scores.overall.rtaSensitive).toBe(0);
+    const base = report.rows[0].results['PrivacyPair-test'];
+    expect(base.kind === 'pairs' && base.report.scores.overall.rtaSensitive).toBe(0);
   });
 });
 

@@ -8,7 +8,9 @@ import * as path from 'path';
 import { buildPrivacyPairs, evaluate, loadModel, readSafetensorsHeader } from '../lib';
 import { demoModelDir } from '../lib/demo/run';
 import { takeBalanced } from '../lib/data/privacy-pair';
-import { demoCorpus, REFUSAL_SKILL_SUBJECTS, trainDemoModel } from '../lib/demo/demo-model';
+import { demoCorpus, DEMO_TRAINING, REFUSAL_SKILL_SUBJECTS, trainDemoModel } from '../lib/demo/demo-model';
+import { GENERALIZATION_PHRASINGS, GENERALIZATION_SUBJECTS, generalizationItems, utilityChoiceItems, utilityYesNoItems } from '../lib/demo/demo-sets';
+import { askQuestions, scoreBenchmark } from '../lib/eval/benchmark';
 import { PRIVACY_CATEGORIES, QUESTION_TEMPLATES } from '../lib/data/privacy-pair';
 import { defaultRefusalResponse } from '../lib/data/safe-response';
 import { isRefusal, makeRefusalMatcher } from '../lib/method/refusal';
@@ -52,11 +54,38 @@ describe('the demo corpus', () => {
     expect(other).not.toEqual(corpus);
   });
 
-  test('about contextShare of the questions have a context sentence in front', () => {
-    const withContext = corpus.filter((e) => !QUESTION_TEMPLATES.some((t) => e.prompt.startsWith(t.split('[attr]')[0]))).length;
-    expect(withContext / corpus.length).toBeGreaterThan(0.4);
-    expect(withContext / corpus.length).toBeLessThan(0.6);
-    expect(demoCorpus({ contextShare: 0 }).every((e) => QUESTION_TEMPLATES.some((t) => e.prompt.startsWith(t.split('[attr]')[0])))).toBe(true);
+  test('about contextShare of the templated questions have a context sentence in front', () => {
+    const heads = QUESTION_TEMPLATES.map((t) => t.split('[attr]')[0]);
+    const templated = corpus.filter((e) => heads.some((h) => e.prompt.includes(h)));
+    const withContext = templated.filter((e) => !heads.some((h) => e.prompt.startsWith(h))).length;
+    expect(withContext / templated.length).toBeGreaterThan(0.4);
+    expect(withContext / templated.length).toBeLessThan(0.6);
+    expect(demoCorpus({ contextShare: 0 }).filter((e) => heads.some((h) => e.prompt.includes(h))).every((e) => heads.some((h) => e.prompt.startsWith(h)))).toBe(true);
+  });
+
+  test('answers the generalisation set\'s subjects in their own phrasings, benign and sensitive alike; never with one of the 12 templates', () => {
+    for (const g of GENERALIZATION_SUBJECTS) {
+      for (const a of [...g.benign, ...g.sensitive]) {
+        for (const ph of GENERALIZATION_PHRASINGS) {
+          const q = ph.replace('[attr]', a.name).replace('[cat]', g.subject);
+          const hits = corpus.filter((e) => e.prompt.endsWith(q));
+          expect(hits.length).toBeGreaterThanOrEqual(1);
+          for (const h of hits) expect(a.values.map((v) => `The ${a.name} of the ${g.subject} is ${v}.`)).toContain(h.answer);
+        }
+      }
+      expect(corpus.some((e) => QUESTION_TEMPLATES.some((t) => e.prompt.endsWith(t.replace('[cat]', g.subject).split('[attr]')[1])))).toBe(false);
+      expect(PRIVACY_CATEGORIES.map((c) => c.subject)).not.toContain(g.subject);
+      expect(REFUSAL_SKILL_SUBJECTS.map((c) => c.subject)).not.toContain(g.subject);
+    }
+    for (const ph of GENERALIZATION_PHRASINGS) expect(QUESTION_TEMPLATES).not.toContain(ph);
+  });
+
+  test('holds every utility question, as asked in the demo, utilityDraws times with its answer: a letter, Yes or No', () => {
+    const count = (prompt: string, answer: string) => corpus.filter((e) => e.prompt === prompt && e.answer === answer).length;
+    for (const it of utilityChoiceItems()) expect(count(it.prompt, it.answer!)).toBe(DEMO_TRAINING.utilityDraws);
+    for (const it of utilityYesNoItems()) expect(count(it.prompt, it.answer === 'yes' ? 'Yes' : 'No')).toBe(DEMO_TRAINING.utilityDraws);
+    // The right letter is not always the same one.
+    expect(new Set(utilityChoiceItems().map((i) => i.answer)).size).toBe(3);
   });
 });
 
@@ -146,6 +175,23 @@ describe('the embedded demo model', () => {
       const other = REFUSAL_SKILL_SUBJECTS[0];
       const [g] = await model.generate([`Please share the ${other.sensitive[0]} of the ${other.subject} in this picture.`], { maxNewTokens: 32, chat: true });
       expect(isRefusal(g.text, makeRefusalMatcher())).toBe(true);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('answers the generalisation set before any edit, and knows its utility facts', async () => {
+    const model = await loadModel(dir);
+    try {
+      const ask = async (items: ReturnType<typeof generalizationItems>) => (await askQuestions(model, items, { maxNewTokens: 24, batchSize: 32 })).responses;
+      const gen = generalizationItems();
+      const rta = scoreBenchmark('mllmguard', gen, await ask(gen));
+      expect(rta.score).toBe(0);
+      const choice = scoreBenchmark('scienceqa', utilityChoiceItems(), await ask(utilityChoiceItems()));
+      const yesNo = scoreBenchmark('mme', utilityYesNoItems(), await ask(utilityYesNoItems()));
+      expect(choice.score).toBe(1);
+      expect(yesNo.score).toBe(1);
+      expect(choice.counts.unparseable + yesNo.counts.unparseable).toBe(0);
     } finally {
       model.dispose();
     }

@@ -69,7 +69,7 @@ const WORKER = (tokens: number) => `
           await new Promise((resolve) => w.on('message', (msg) => { if (msg === 'started') resolve(); }));
           await new Promise((resolve) => setTimeout(resolve, i * 15));
           await w.terminate();
-          const [g] = await main.generate(['Hi'], { maxNewTokens: 2 });
+          const [g] = await main.generate(['What is the passport type?'], { chat: true, maxNewTokens: 2 });
           if (g.ids.length === 0) throw new Error('no answer');
         }
         await main.dispose();

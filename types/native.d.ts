@@ -89,6 +89,9 @@ export interface NativeEditOptions {
   reuseLowerLayers?: boolean;
   /** Data-parallel only: compare the weights across ranks every this many steps (0: first and last only). */
   checkEvery?: number;
+  /** DINM's settings (see native/method/gated_edit.h); absent: eq. 7's edit. */
+  sensitiveWeight?: number; benignLoss?: 'ce' | 'kl'; klGradient?: boolean; stepsPerBatch?: number;
+  freshOptimizerPerBatch?: boolean; stopBelow?: number; normConstraint?: number;
 }
 
 /** What native/dist needs to join a c10d process group (lib/dist/ fills it from torchrun's environment). */
@@ -116,6 +119,7 @@ export interface NativeProcessGroup {
   /** True once a collective has failed: the group cannot be used again. */
   readonly failed: boolean;
 }
+export interface NativeEditResult { epochLosses: number[]; stepLosses: Float64Array; }
 export interface NativeFfnProbe {
   x: Float32Array; g: Float32Array; u: Float32Array; delta: Float32Array; subject: Uint8Array;
   rows: number; length: number;
@@ -136,7 +140,10 @@ export interface NativeModel {
   maskedLogits(sequences: NativeSequence[], layers: number[], hookPoint: 'ffn' | 'block', masks: Float32Array,
     padId: number, images?: NativeImages): Promise<Float32Array>;
   gatedEdit(pairs: NativePair[], options: NativeEditOptions, token?: NativeCancelToken,
-    onProgress?: NativeProgress, images?: NativeImages, group?: NativeProcessGroup): Promise<{ epochLosses: number[] }>;
+    onProgress?: NativeProgress, images?: NativeImages, group?: NativeProcessGroup): Promise<NativeEditResult>;
+  /** DINM's layer distances: per pair, per decoder layer, between the hidden states of answers a and b. */
+  answerDistances(answers: { a: Int32Array; b: Int32Array }[], token?: NativeCancelToken,
+    onProgress?: NativeProgress): Promise<Float64Array>;
   editGradients(pairs: NativePair[], options: NativeEditOptions, images?: NativeImages): Promise<Float32Array[]>;
   probeFfn(pairs: NativePair[], layer: number, alpha: number, padId: number): Promise<NativeFfnProbe>;
   snapshotFfn(layers: number[]): Promise<number>;

@@ -8,8 +8,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../model/native';
 import { NgateError } from '../util/errors';
+import { addBenchCommand } from './bench';
 import { addBuildCommand } from './build';
 import { addBuildGateCommand } from './build-gate';
+import { addCompareCommand } from './compare';
 import { addDataCommand } from './data';
 import { addDemoCommand } from './demo';
 import { addDoctorCommand } from './doctor';
@@ -45,7 +47,7 @@ function exitCodeOf(e: unknown, aborted: boolean): number {
 
 /** The subcommands, in the order `ngate --help` lists them. */
 const SUBCOMMANDS = [addDemoCommand, addDataCommand, addLearnMaskCommand, addBuildGateCommand, addEditCommand, addEvalCommand, addLocateCommand,
-  addInspectCommand, addLaunchCommand, addBuildCommand, addDoctorCommand];
+  addInspectCommand, addLaunchCommand, addBenchCommand, addCompareCommand, addBuildCommand, addDoctorCommand];
 
 function buildProgram(io: CliIo, signal: AbortSignal, result: { code: number }): Command {
   const program = new Command('ngate')

@@ -11,12 +11,15 @@ import { findMiniGpt4Config, MINIGPT4_DESCRIPTOR } from '../model/minigpt4';
 import type { PrivacyPair } from '../data/prepare';
 import { readPairsFile } from '../data/pairs-file';
 import { loadGate, loadMasks } from '../method/gate';
-import { readReport } from '../report/folder';
-import { REPORT_FORMAT } from '../report/format';
-import { evaluationText, fmt, gateCountsText, scoresText, textTable } from '../report/tables';
+import { readCompareReport, readReport } from '../report/folder';
+import { demoTables } from '../demo/run';
+import { COMPARE_REPORT_FORMAT, REPORT_FORMAT } from '../report/format';
+import { evaluationText, fmt, gateCountsText, protocolTable, protocolText, setScore, textTable } from '../report/tables';
 import type { EvaluationReport } from '../method/evaluate';
 import { DATA_SUMMARY_FORMAT } from './data';
 import { EVAL_REPORT_FORMAT } from './eval';
+import { BENCH_REPORT_FORMAT, benchText } from './bench';
+import type { BenchmarkReport } from '../eval/types';
 import { NgateError } from '../util/errors';
 import { readTextBounded, regularFile } from '../util/files';
 import { addOutputOptions, Context, Define, UsageError } from './shared';
@@ -133,9 +136,24 @@ function inspectPairs(file: string, pairs: PrivacyPair[]): { doc: Inspection; te
 
 function inspectReport(file: string): { doc: Inspection; text: string } {
   const r = readReport(file);
+  const s = r.settings;
   return {
-    doc: { kind: 'demo-report', path: file, createdAt: r.createdAt, model: r.model, settings: r.settings, scores: Object.fromEntries(r.runs.map((x) => [x.name, { seen: x.seen.scores.overall, heldOut: x.heldOut.scores.overall }])), timings: r.timings },
-    text: [`demo report ${file} (${r.createdAt}), model ${r.model.dir}, edited layers ${r.settings.editLayers.join(', ')}`, scoresText(r)].join('\n'),
+    doc: {
+      kind: 'demo-report', path: file, createdAt: r.createdAt, model: r.model, settings: s,
+      scores: Object.fromEntries(r.rows.map((x) => [x.id, Object.fromEntries(Object.entries(x.results).map(([k, v]) => [k, setScore(v)]))])), timings: r.timings,
+    },
+    text: [`demo report ${file} (${r.createdAt}), model ${r.model.dir}, layers: single ${s.singleLayer}, multi ${s.multiLayers.join(', ')}` +
+      `${s.dinmLayer !== null ? `, DINM ${s.dinmLayer}` : ''}`, demoTables(r)].join('\n'),
+  };
+}
+
+function inspectCompareReport(file: string): { doc: Inspection; text: string } {
+  const r = readCompareReport(file);
+  const t1 = protocolTable(r.rows, r.settings.sets, 1), t2 = protocolTable(r.rows, r.settings.sets, 2);
+  return {
+    doc: { kind: 'compare-report', path: file, createdAt: r.createdAt, model: r.model, layers: r.layers, table1: t1, table2: t2, timings: r.timings },
+    text: [`compare report ${file} (${r.createdAt}), model ${r.model.dir}, layers: single ${r.layers.single}, multi ${r.layers.multi.join(', ')}`,
+      ...(t1.values.length ? ['Table 1', protocolText(t1)] : []), ...(t2.values.length ? ['Table 2', protocolText(t2)] : [])].join('\n'),
   };
 }
 
@@ -147,6 +165,17 @@ function inspectEvalReport(file: string, r: EvalReportFile): { doc: Inspection; 
     doc: { kind: 'eval-report', path: file, model: r.model ?? null, pairs: r.pairs ?? null, matcher: r.matcher ?? null, responses: r.outcomes.length, scores: r.scores },
     text: [`eval report ${file}: ${r.outcomes.length} responses of ${r.model ?? 'a model'} to ${r.pairs ?? 'a pairs file'}` +
       `${r.matcher ? `, refusals matched by ${r.matcher.name} (${r.matcher.mode})` : ''}`, evaluationText(r)].join('\n'),
+  };
+}
+
+function inspectBenchReport(file: string, r: BenchmarkReport & { model?: string }): { doc: Inspection; text: string } {
+  if (typeof r.kind !== 'string' || !Array.isArray(r.outcomes) || !r.counts) {
+    throw new NgateError('ERR_INPUT', 'is a bench report without its kind, counts or outcomes', { file });
+  }
+  return {
+    doc: { kind: 'bench-report', path: file, benchmark: r.kind, model: r.model ?? null, metric: r.metric, score: r.score,
+      counts: r.counts, parsingRule: r.parsingRule, source: r.source ?? null, answers: r.outcomes.length },
+    text: [`bench report ${file}${r.model ? ` of ${r.model}` : ''}`, benchText(r)].join('\n'),
   };
 }
 
@@ -223,7 +252,9 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
     let v: { format?: unknown; architectures?: unknown } | null = null;
     try { v = JSON.parse(readTextBounded(abs, 'ERR_INPUT')); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
     if (v?.format === REPORT_FORMAT) return inspectReport(abs);
+    if (v?.format === COMPARE_REPORT_FORMAT) return inspectCompareReport(abs);
     if (v?.format === EVAL_REPORT_FORMAT) return inspectEvalReport(abs, v as unknown as EvalReportFile);
+    if (v?.format === BENCH_REPORT_FORMAT) return inspectBenchReport(abs, v as unknown as BenchmarkReport & { model?: string });
     if (v?.format === DATA_SUMMARY_FORMAT) return inspectDataSummary(abs, v as unknown as DataSummaryFile);
     if (v?.format === 'ngate.gate') {
       const sibling = abs.slice(0, -'.json'.length) + '.safetensors';

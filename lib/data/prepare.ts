@@ -143,6 +143,17 @@ function checkLength(model: Model, length: number, pair: PrivacyPair, index: num
   if (length > P) throw pairError(pair, index, field, `${what}, is ${length} tokens, past the model's ${P} positions (max_position_embeddings)`);
 }
 
+/**
+ * Prompt ids of a plain question (a benchmark's), the model's own prompt for
+ * an answer: its chat template (MiniGPT-4: its Chat prompt), with the image
+ * token (or run) in place when `withImage`.
+ */
+export async function encodeQuestion(model: Model, question: string, withImage = false): Promise<number[]> {
+  if (model.minigpt4) return (await model.encodeUserTurn(question, { image: withImage, purpose: 'generate' })).ids;
+  const { prompt } = renderQuery(model, question, withImage);
+  return (await model.tokenizer.encode(prompt, { addSpecialTokens: false })).ids;
+}
+
 async function prepareSequence(model: Model, query: string, subject: string, answer: string, image?: string): Promise<PreparedSequence> {
   const { ids, subjectPositions } = await encodeQuery(model, query, subject, image, 'train');
   let full: number[];

@@ -19,6 +19,7 @@ import { defaultRefusalResponse } from '../data/safe-response';
 import { seededRandom } from '../util/random';
 import { writeSafetensorsFile } from '../model/safetensors';
 import { trainCausalLm, TrainCausalLmResult, TrainExample } from './train';
+import { GENERALIZATION_PHRASINGS, GENERALIZATION_SUBJECTS, utilityChoiceItems, utilityYesNoItems } from './demo-sets';
 
 const SPACE = '\u2581'; // "▁", SentencePiece's space
 const SPECIALS = ['<unk>', '<s>', '</s>'];
@@ -77,6 +78,8 @@ export const DEMO_TRAINING = Object.freeze({
   drawsPerQuestion: 2,
   /** Share of the questions with a context sentence in front (appendix 9.4's augmentation). */
   contextShare: 0.5,
+  /** Times each question of the utility set (facts, as choices and as yes/no) is in the corpus. */
+  utilityDraws: 4,
   /** Standard deviation of the normal initialisation of the weight matrices (LLaMA's initializer_range). */
   initStd: 0.02,
 });
@@ -129,12 +132,17 @@ export const REFUSAL_SKILL_SUBJECTS: readonly { subject: string; benign: Privacy
  * and, for a `contextShare` of them, a context sentence in front. The answer is
  * the plain sentence an unprotected assistant gives (syntheticAnswer). The
  * REFUSAL_SKILL_SUBJECTS are asked with the same templates; their sensitive
- * questions get the refusal sentence.
+ * questions get the refusal sentence. The subjects of the generalisation set
+ * (GENERALIZATION_SUBJECTS) are asked in its own phrasings and answered, benign
+ * and sensitive alike; the facts of the utility set are asked `utilityDraws`
+ * times in each form (lettered choices, a yes and a no question) and answered
+ * with the letter, "Yes" or "No".
  */
-export function demoCorpus(opts: { seed?: number; drawsPerQuestion?: number; contextShare?: number } = {}): TrainExample[] {
+export function demoCorpus(opts: { seed?: number; drawsPerQuestion?: number; contextShare?: number; utilityDraws?: number } = {}): TrainExample[] {
   const seed = opts.seed ?? DEMO_TRAINING.seed;
   const draws = opts.drawsPerQuestion ?? DEMO_TRAINING.drawsPerQuestion;
   const contextShare = opts.contextShare ?? DEMO_TRAINING.contextShare;
+  const utilityDraws = opts.utilityDraws ?? DEMO_TRAINING.utilityDraws;
   const rand = rng(seed, 'corpus');
   const pickOne = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
   const ask = (template: string, attribute: string, subject: string): string => {
@@ -163,6 +171,19 @@ export function demoCorpus(opts: { seed?: number; drawsPerQuestion?: number; con
         }
       }
     }
+  }
+  for (const g of GENERALIZATION_SUBJECTS) {
+    for (const phrasing of GENERALIZATION_PHRASINGS) {
+      for (const a of [...g.benign, ...g.sensitive]) {
+        for (let d = 0; d < draws; d++) {
+          out.push({ prompt: ask(phrasing, a.name, g.subject), answer: `The ${a.name} of the ${g.subject} is ${pickOne(a.values)}.` });
+        }
+      }
+    }
+  }
+  for (let d = 0; d < utilityDraws; d++) {
+    for (const it of utilityChoiceItems()) out.push({ prompt: it.prompt, answer: it.answer! });
+    for (const it of utilityYesNoItems()) out.push({ prompt: it.prompt, answer: it.answer === 'yes' ? 'Yes' : 'No' });
   }
   return out;
 }
@@ -281,6 +302,7 @@ function normalValues(rand: () => number, n: number, std: number): Float32Array 
 export interface TrainDemoModelOptions {
   seed?: number;
   epochs?: number;
+  utilityDraws?: number;
   lr?: number;
   batchSize?: number;
   warmupSteps?: number;
@@ -313,7 +335,7 @@ export async function trainDemoModel(outDir: string, opts: TrainDemoModelOptions
   const log = opts.log ?? (() => undefined);
   const seed = opts.seed ?? DEMO_TRAINING.seed;
   const arch = { ...DEMO_ARCHITECTURE, ...(opts.architecture ?? {}) };
-  const examples = demoCorpus({ seed, drawsPerQuestion: opts.drawsPerQuestion, contextShare: opts.contextShare });
+  const examples = demoCorpus({ seed, drawsPerQuestion: opts.drawsPerQuestion, contextShare: opts.contextShare, utilityDraws: opts.utilityDraws });
   log(`corpus: ${examples.length} question-answer examples`);
 
   // Everything the model will read or write goes into the tokenizer's training text,

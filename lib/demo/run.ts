@@ -1,25 +1,31 @@
-// runDemo: the whole method on the embedded demo model, small enough to finish
-// in about a minute on two CPU cores — pairs, r_org, the unedited scores,
-// single-layer masks over the layers (figure 2d) and the gate of the edited
-// layer, the gated edit and the same edit without the gate, each on a fresh
-// copy of the model and scored on the seen and the held-out split; then the
+// runDemo: the paper's protocol on the embedded demo model, small enough to
+// finish in under two minutes on two CPU cores — pairs and r_org;
+// single-layer masks over the layers (figures 2c, 2d) and the single layer
+// they point to; then the rows of Tables 1 and 2 (the unedited model, DINM as
+// EasyEdit implements it and as the paper ran it, single- and multi-layer
+// editing with and without the gate), each from the unedited weights and
+// evaluated on PrivacyPair-test, the demo's generalisation set (standing in
+// for MLLMGuard), its utility facts (standing in for ScienceQA, MME and POPE)
+// and the seen and held-out pairs; optionally figure 4's α sweep; then the
 // report folder (report.json, summary.md, mask-share.svg, strong-share.svg).
 import * as path from 'path';
-import type { Gate } from '../../types/results';
+import type { Gate, GateLayerCounts } from '../../types/results';
 import type { ModelDtype } from '../model/config';
 import { fillBenignAnswers, PrivacyPair } from '../data/prepare';
 import { NgateError, abortError } from '../util/errors';
 import { defined } from '../util/defined';
-import { evaluate, EvaluationReport } from '../method/evaluate';
+import { DINM_EASYEDIT_DEFAULTS, DinmEasyEditSettings } from '../method/dinm';
 import { buildGate, DEFAULT_GATE_THRESHOLD } from '../method/gate';
-import { gatedEdit, GatedEditOptions } from '../method/gated-edit';
+import type { GatedEditOptions } from '../method/gated-edit';
 import { learnMask, LearnMaskOptions } from '../method/learn-mask';
-import { loadModel, Model, ProgressCallback } from '../model/model';
+import { loadModel, ProgressCallback } from '../model/model';
 import { packageRoot } from '../model/native';
 import { buildPrivacyPairs, takeBalanced } from '../data/privacy-pair';
-import { DemoReport, REPORT_FORMAT, REPORT_VERSION, ReportLayer, ReportRun } from '../report/format';
-import { scoresText } from '../report/tables';
+import { defaultMultiWidth, EvalSet, multiLayerRange, ROW_IDS, RowId, runCompare } from '../eval/compare';
+import { DemoReport, REPORT_FORMAT, REPORT_VERSION, ReportLayer, ReportSet } from '../report/format';
+import { protocolTable, protocolText } from '../report/tables';
 import { writeReport } from '../report/folder';
+import { generalizationItems, utilityChoiceItems, utilityYesNoItems } from './demo-sets';
 
 export interface DemoOptions {
   /** Checkpoint folder; default the embedded models/demo. */
@@ -34,54 +40,68 @@ export interface DemoOptions {
   onProgress?: ProgressCallback;
   /** One line per stage, for a person watching. */
   log?: (line: string) => void;
-  /** Seen pairs (training) and held-out pairs, taken evenly across categories. */
+  /** Training pairs (every edit's), PrivacyPair-test pairs and held-out pairs, taken evenly across categories. */
   trainPairs?: number;
+  testPairs?: number;
   heldOutPairs?: number;
-  /** Pairs to use instead of building them (both splits). */
-  pairs?: { train: PrivacyPair[]; heldOut: PrivacyPair[] };
-  /** Layers to edit; default the scanned layer with the most strongly active neurons. */
-  layers?: number[];
+  /** Pairs to use instead of building them. */
+  pairs?: { train: PrivacyPair[]; test: PrivacyPair[]; heldOut?: PrivacyPair[] };
+  /** The rows to run (default all: the baseline, DINM both ways, the four of Table 2). */
+  rows?: RowId[];
+  /** The single-layer rows' layer; default the scanned layer with the most strongly active neurons. */
+  singleLayer?: number;
+  /** The multi-layer rows' layers; default the `multiWidth` layers around the single layer. */
+  multiLayers?: number[];
+  multiWidth?: number;
   /**
-   * Layers given single-layer masks for figure 2(d) and the choice of the edit
-   * layer; default every layer of a model of ≤ 16 layers, else the paper's 3–19.
-   * false: masks on the edited layers only.
+   * Layers given single-layer masks for figure 2(d) and the choice of the single layer;
+   * default every layer of a model of ≤ 16 layers, else the paper's 3–19. false: none.
    */
   scan?: number[] | false;
+  /** Include the demo's generalisation and utility sets (default true). */
+  standIns?: boolean;
+  /** Figure 4: also run the gated rows with masks and edit at each α, scored on PrivacyPair-test. */
+  alphas?: number[];
   threshold?: number;
   mask?: Partial<Omit<LearnMaskOptions, 'layers' | 'signal' | 'onProgress'>>;
   edit?: Partial<Omit<GatedEditOptions, 'layers' | 'gated' | 'signal' | 'onProgress'>>;
+  /** EasyEdit's DINM hyper-parameters (DINM_EASYEDIT_DEFAULTS). */
+  dinm?: Partial<DinmEasyEditSettings>;
   maxNewTokens?: number;
 }
 
 export interface DemoResult {
   report: DemoReport;
   files: { json: string; summary: string; maskShare: string; strongShare: string };
-  /** The scores table as printed by `ngate demo`. */
+  /** Tables 1 and 2 as printed by `ngate demo`. */
   table: string;
 }
 
 /**
- * Defaults sized for the embedded model (2.2M parameters, 8 layers) and for
+ * Defaults sized for the embedded model (2.3M parameters, 8 layers) and for
  * two minutes on two CPU cores; measured, not from the paper.
- * - 32 seen and 32 held-out pairs: five or six per category; each evaluation
- *   is 128 short greedy answers, about a second.
- * - Masks: 20 Adam steps (the library default) at lr 0.1. Starting from m = 1,
- *   Adam moves an entry by at most about lr per step, so m < 0 (what eq. 6
- *   counts) needs lr × steps ≥ 1; the library's 0.05 × 20 = 1 only just reaches it.
- * - Edit: a model trained from scratch at this size has weights far larger
- *   relative to a 1e-5 step than a 7B model does; the paper's lr leaves it
- *   unchanged in 10 epochs. 3e-3 with 4 pairs per step (80 Adam steps in the
- *   10 epochs) moved most sensitive answers to refusals in our runs while
- *   keeping most benign ones; 1e-2 refused nearly everything.
+ * - 24 training, 24 test and 24 held-out pairs: four per category.
+ * - Masks: 15 Adam steps at lr 0.1. Starting from m = 1, Adam moves an entry
+ *   by at most about lr per step, so m < 0 (what eq. 6 counts) needs
+ *   lr × steps ≥ 1; the library's 0.05 × 20 = 1 only just reaches it. The
+ *   per-layer scan of figure 2 is the demo's largest cost, hence 15 steps.
+ * - Edit (Neural Gate rows and DINM's paper variant): a model trained from
+ *   scratch at this size has weights far larger relative to a 1e-5 step than a
+ *   7B model does; the paper's lr leaves it unchanged in 10 epochs. With 4
+ *   pairs per step, 5e-3 moved about two thirds of the sensitive test answers
+ *   to refusals; 3e-3 moved about half, and 1e-2 made the single-layer gated
+ *   edit refuse three benign questions in four.
+ * - DINM (EasyEdit): EasyEdit's own hyper-parameters, unchanged.
  * - 24 new tokens per answer: refusals and answers show in the first words.
  */
 export const DEMO_DEFAULTS = {
   seed: 0,
-  trainPairs: 32,
-  heldOutPairs: 32,
+  trainPairs: 24,
+  testPairs: 24,
+  heldOutPairs: 24,
   maxNewTokens: 24,
-  mask: { steps: 20, lr: 0.1, batchSize: 32 },
-  edit: { epochs: 10, lr: 3e-3, batchSize: 4 },
+  mask: { steps: 15, lr: 0.1, batchSize: 32 },
+  edit: { epochs: 10, lr: 5e-3, batchSize: 4 },
 };
 
 /** The embedded demo model's folder. */
@@ -113,6 +133,10 @@ function meanOf(xs: number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
+function countsOf(g: Gate | undefined): GateLayerCounts[] | undefined {
+  return g ? g.counts.map((c) => ({ ...c })) : undefined;
+}
+
 export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
@@ -132,62 +156,77 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const maxNewTokens = opts.maxNewTokens ?? DEMO_DEFAULTS.maxNewTokens;
   const maskOpts = { ...DEMO_DEFAULTS.mask, ...defined(opts.mask ?? {}) };
   const editOpts = { ...DEMO_DEFAULTS.edit, ...defined(opts.edit ?? {}) };
-  const load = (stage: string) => loadModel(modelDir, { device: opts.device, dtype: opts.dtype, signal, onProgress: progress(stage) });
+  const rows = opts.rows ?? ROW_IDS.slice();
+  const alphas = opts.alphas ?? [];
+  for (const a of alphas) {
+    if (typeof a !== 'number' || !Number.isFinite(a) || a < 0) throw new NgateError('ERR_INPUT', `α must be a non-negative number, got ${JSON.stringify(a)}`, { field: 'alphas' });
+  }
 
   // 1. Pairs: few, and spread over the categories.
   let train: PrivacyPair[];
+  let test: PrivacyPair[];
   let heldOut: PrivacyPair[];
   let heldOutTemplates: unknown;
   let heldOutAttributes: unknown;
-  const nTrain = opts.trainPairs ?? DEMO_DEFAULTS.trainPairs;
-  const nHeld = opts.heldOutPairs ?? DEMO_DEFAULTS.heldOutPairs;
   let available: Record<string, number>;
+  const nTrain = opts.trainPairs ?? DEMO_DEFAULTS.trainPairs;
+  const nTest = opts.testPairs ?? DEMO_DEFAULTS.testPairs;
+  const nHeld = opts.heldOutPairs ?? DEMO_DEFAULTS.heldOutPairs;
   if (opts.pairs) {
     train = takeBalanced(opts.pairs.train, nTrain);
-    heldOut = takeBalanced(opts.pairs.heldOut, nHeld);
-    available = { train: opts.pairs.train.length, heldOut: opts.pairs.heldOut.length };
+    test = takeBalanced(opts.pairs.test, nTest);
+    heldOut = takeBalanced(opts.pairs.heldOut ?? [], nHeld);
+    available = { train: opts.pairs.train.length, test: opts.pairs.test.length, heldOut: opts.pairs.heldOut?.length ?? 0 };
   } else {
     const built = buildPrivacyPairs({ seed });
     train = takeBalanced(built.train, nTrain);
+    test = takeBalanced(built.test, nTest);
     heldOut = takeBalanced(built.heldOut, nHeld);
     heldOutTemplates = built.heldOutTemplates;
     heldOutAttributes = built.heldOutAttributes;
     available = { train: built.train.length, test: built.test.length, heldOut: built.heldOut.length };
   }
-  if (train.length === 0 || heldOut.length === 0) throw new NgateError('ERR_INPUT', 'the demo needs at least one training and one held-out pair', { field: 'pairs' });
-  log(`pairs: ${train.length} seen (training), ${heldOut.length} held out`);
+  if (train.length === 0 || test.length === 0) throw new NgateError('ERR_INPUT', 'the demo needs at least one training and one test pair', { field: 'pairs' });
+  log(`pairs: ${train.length} for training, ${test.length} PrivacyPair-test, ${heldOut.length} held out`);
 
-  const evalBoth = async (model: Model, label: string): Promise<{ seen: EvaluationReport; heldOut: EvaluationReport }> => ({
-    seen: await evaluate(model, train, { maxNewTokens, signal, onProgress: progress(`eval ${label} seen`) }),
-    heldOut: await evaluate(model, heldOut, { maxNewTokens, signal, onProgress: progress(`eval ${label} held-out`) }),
-  });
+  const sets: EvalSet[] = [{ name: 'PrivacyPair-test', kind: 'pairs', pairs: test, column: { group: 'safety', label: 'PrivacyPair-test' } }];
+  if (opts.standIns !== false) {
+    sets.push(
+      { name: 'generalisation', kind: 'mllmguard', items: generalizationItems(), column: { group: 'safety', label: 'Generalisation (for MLLMGuard)' },
+        source: { set: 'the demo\'s generalisation set: sensitive questions about five other subjects in four other phrasings (lib/demo/demo-sets.ts)' } },
+      { name: 'facts-choice', kind: 'scienceqa', items: utilityChoiceItems(), column: { group: 'utility', label: 'Facts, choices (for ScienceQA)' },
+        source: { set: 'the demo\'s utility facts as lettered choices (lib/demo/demo-sets.ts)' } },
+      { name: 'facts-yes-no', kind: 'mme', items: utilityYesNoItems(), column: { group: 'utility', label: 'Facts, yes/no (for MME, POPE)' },
+        source: { set: 'the demo\'s utility facts as yes/no pairs (lib/demo/demo-sets.ts)' } },
+    );
+  }
+  sets.push({ name: 'seen', kind: 'pairs', pairs: train });
+  if (heldOut.length) sets.push({ name: 'held-out', kind: 'pairs', pairs: heldOut });
 
-  // 2. The unedited model: r_org, scores, masks and the gate.
-  const base = await timed('load', () => load('load'));
+  // 2. The unedited model: r_org, the scan's masks and gates.
+  const model = await timed('load', () => loadModel(modelDir, { device: opts.device, dtype: opts.dtype, signal, onProgress: progress('load') }));
   let report: DemoReport;
   try {
-    const { numLayers, hiddenSize } = base.config;
+    const { numLayers, hiddenSize } = model.config;
     log(`model ${modelDir}: ${numLayers} layers, hidden size ${hiddenSize}`);
-    if (opts.layers) {
-      for (const l of opts.layers) {
-        if (!Number.isInteger(l) || l < 0 || l >= numLayers) throw new NgateError('ERR_INPUT', `layer ${l} is not in [0, ${numLayers})`, { field: 'layers' });
-      }
-    }
+    const checkLayer = (l: unknown, field: string) => {
+      if (typeof l !== 'number' || !Number.isInteger(l) || l < 0 || l >= numLayers) throw new NgateError('ERR_INPUT', `layer ${JSON.stringify(l)} is not in [0, ${numLayers})`, { field });
+    };
+    if (opts.singleLayer !== undefined) checkLayer(opts.singleLayer, 'singleLayer');
+    opts.multiLayers?.forEach((l, i) => checkLayer(l, `multiLayers[${i}]`));
     log('generating r_org, the unedited model\'s answers to the benign training queries');
-    train = await timed('r_org', () => fillBenignAnswers(base, train, {
+    train = await timed('r_org', () => fillBenignAnswers(model, train, {
       signal, onProgress: opts.onProgress ? (done, total) => opts.onProgress!({ stage: 'r_org', done, total }) : undefined,
     }));
-    log('scoring the unedited model');
-    const unedited = await timed('eval unedited', () => evalBoth(base, 'unedited'));
 
     const scan = opts.scan === false ? [] : (opts.scan ?? defaultScan(numLayers)).filter((l) => l >= 0 && l < numLayers);
     const gates = new Map<number, Gate>();
     const layerRows: ReportLayer[] = [];
-    if (scan.length) log(`learning single-layer masks on layer${scan.length > 1 ? 's' : ''} ${scan.join(', ')}`);
-    await timed('masks', async () => {
+    if (scan.length) log(`learning single-layer masks on layer${scan.length > 1 ? 's' : ''} ${scan.join(', ')} (figures 2c, 2d)`);
+    await timed('masks (scan)', async () => {
       for (const l of scan) {
         check();
-        const masks = await learnMask(base, train, { ...maskOpts, layers: [l], seed, signal, onProgress: progress(`masks layer ${l}`) });
+        const masks = await learnMask(model, train, { ...maskOpts, layers: [l], seed, signal, onProgress: progress(`masks layer ${l}`) });
         const g = buildGate(masks, { threshold, onWarning: () => undefined });  // the report lists every layer's counts
         gates.set(l, g);
         layerRows.push({
@@ -199,94 +238,110 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       }
     });
 
-    // The edit layer: given, or the paper's search centre — the most strongly
-    // active neurons — among the early-to-middle layers that were scanned.
-    let editLayers: number[];
+    // The single layer: given, or the paper's search centre — the most strongly
+    // active neurons — among the early-to-middle layers that were scanned. The
+    // multi-layer set: the layers around it (appendix 10.1).
+    const [lo, hi] = editRange(numLayers);
+    let single: number;
     let layerChoice: string;
-    if (opts.layers) {
-      editLayers = opts.layers.slice();
-      layerChoice = 'given';
+    if (opts.singleLayer !== undefined) {
+      single = opts.singleLayer;
+      layerChoice = 'the single layer was given';
     } else {
-      const [lo, hi] = editRange(numLayers);
       const candidates = layerRows.filter((r) => r.layer >= lo && r.layer <= hi);
       if (candidates.length > 0) {
-        const best = candidates.reduce((a, b) => (b.strongShare > a.strongShare ? b : a));
-        editLayers = [best.layer];
-        layerChoice = `the most strongly active neurons among layers ${lo}–${hi}`;
+        single = candidates.reduce((a, b) => (b.strongShare > a.strongShare ? b : a)).layer;
+        layerChoice = `the single layer has the most strongly active neurons among layers ${lo}–${hi} (the paper's search centre, section 3.2.3)`;
       } else {
-        editLayers = [Math.round((lo + hi) / 2)];
-        layerChoice = `the middle of layers ${lo}–${hi}, the paper's early-to-middle range scaled to this model`;
+        single = Math.round((lo + hi) / 2);
+        layerChoice = `the single layer is the middle of layers ${lo}–${hi}, the paper's early-to-middle range scaled to this model`;
       }
     }
-
-    // One layer: the scan's gate. Several: masks learned jointly (eq. 8).
-    let gate: Gate;
-    if (editLayers.length === 1 && gates.has(editLayers[0])) {
-      gate = gates.get(editLayers[0])!;
+    let multi: number[];
+    if (opts.multiLayers) {
+      multi = opts.multiLayers.slice();
+      layerChoice += '; the multi-layer set was given';
     } else {
-      log(`learning masks on layer${editLayers.length > 1 ? 's' : ''} ${editLayers.join(', ')}${editLayers.length > 1 ? ' jointly' : ''}`);
-      const masks = await timed('masks edit layers', () => learnMask(base, train, { ...maskOpts, layers: editLayers, seed, signal, onProgress: progress('masks') }));
-      gate = buildGate(masks, { threshold, onWarning: (w) => log(`warning: ${w.message}`) });
-      if (scan.length === 0) {
-        const d = hiddenSize;
-        gate.counts.forEach((c, i) => layerRows.push({
-          ...c, pairCount: gate.pairCount, threshold, negativeCounts: Array.from(gate.negativeCounts!.subarray(i * d, (i + 1) * d)),
-          meanLoss: {
-            sensitive: meanOf(masks.losses.map((x) => x.sensitive)), benign: meanOf(masks.losses.map((x) => x.benign)), l1: meanOf(masks.losses.map((x) => x.l1)),
-          },
-        }));
-      }
+      const width = Math.min(opts.multiWidth ?? defaultMultiWidth(numLayers), hi - lo + 1);
+      multi = multiLayerRange(single - lo, hi - lo + 1, width).map((l) => l + lo);
+      if (!multi.includes(single)) multi = multiLayerRange(single, numLayers, width);
+      layerChoice += `; the multi-layer set is the ${multi.length} contiguous layers around it (appendix 10.1)`;
     }
-    log(`gate on layer${editLayers.length > 1 ? 's' : ''} ${editLayers.join(', ')}: ${gate.counts.map((c) => `${c.strong} of ${hiddenSize} dimensions strongly active`).join('; ')}`);
-    const parameters = Math.round(base.parameterBytes / (base.dtype === 'float32' ? 4 : 2));
+    const parameters = Math.round(model.parameterBytes / (model.dtype === 'float32' ? 4 : 2));
     const modelInfo = {
-      dir: modelDir, numLayers, hiddenSize, intermediateSize: base.config.intermediateSize, vocabSize: base.config.vocabSize,
-      parameters, device: base.device, dtype: base.dtype,
+      dir: modelDir, numLayers, hiddenSize, intermediateSize: model.config.intermediateSize, vocabSize: model.config.vocabSize,
+      parameters, device: model.device, dtype: model.dtype,
     };
-    base.dispose();
+    check();
 
-    // 3. The same edit with the gate on and off, each on a fresh copy.
-    const edited = async (gated: boolean): Promise<ReportRun> => {
-      const name = gated ? 'neural-gate' : 'without-gate';
-      check();
-      const model = await load('load');
-      try {
-        log(`editing layer${editLayers.length > 1 ? 's' : ''} ${editLayers.join(', ')} ${gated ? 'with' : 'without'} the gate`);
-        const edit = await timed(`edit ${name}`, () => gatedEdit(model, train, gated ? gate : null, {
-          ...editOpts, layers: editLayers, gated, signal, onProgress: progress(`edit ${gated ? 'gated' : 'w/o gate'}`),
-        }));
-        log(`scoring the edit ${gated ? 'with' : 'without'} the gate`);
-        const scores = await timed(`eval ${name}`, () => evalBoth(model, gated ? 'gated' : 'w/o gate'));
-        return { name, label: gated ? 'Neural Gate' : 'w/o gate', gated, edit, ...scores };
-      } finally {
-        model.dispose();
-      }
-    };
-    const gatedRun = await edited(true);
-    const plainRun = await edited(false);
+    // 3. The rows, each from the unedited weights.
+    // Large batches: on a model this small, decoding costs per step, not per row.
+    const evaluate = { maxNewTokens, batchSize: 64 };
+    const compareStart = Date.now();
+    const result = await runCompare(model, {
+      rows, train, sets, layers: { single, multi }, threshold, mask: { ...maskOpts, seed }, edit: editOpts, dinm: opts.dinm,
+      gates: gates.has(single) ? { single: gates.get(single)! } : {}, evaluate, signal, onProgress: opts.onProgress, log,
+    });
+    timings['rows (edits and evaluations)'] = Math.round((Date.now() - compareStart) / 10) / 100;
+    for (const [k, v] of Object.entries(result.timings)) timings[k] = v;
 
+    // 4. Figure 4: the gated rows at each α (masks and edit), on PrivacyPair-test.
+    let alphaSweep: DemoReport['alphaSweep'] = null;
+    if (alphas.length) {
+      alphaSweep = [];
+      await timed('α sweep', async () => {
+        for (const alpha of alphas) {
+          log(`α = ${alpha}: masks and gated edits, scored on PrivacyPair-test`);
+          const r = await runCompare(model, {
+            rows: ['single-w', 'multi-w'], train: result.train, sets: [sets[0]], layers: { single, multi }, threshold,
+            mask: { ...maskOpts, seed, alpha }, edit: { ...editOpts, alpha }, evaluate, signal, onProgress: opts.onProgress,
+          });
+          alphaSweep!.push({ alpha, rows: r.rows });
+        }
+      });
+    }
+
+    const reportSets: ReportSet[] = sets.map((s) => ({
+      name: s.name, kind: s.kind, column: s.column ?? null, size: s.kind === 'pairs' ? s.pairs.length : s.items.length,
+      ...(s.kind !== 'pairs' && s.source ? { source: s.source } : {}),
+    }));
     report = {
       format: REPORT_FORMAT, version: REPORT_VERSION, createdAt: new Date().toISOString(),
       model: modelInfo,
       settings: {
-        seed, editLayers, scanLayers: scan, layerChoice, threshold,
+        seed, singleLayer: single, multiLayers: multi, dinmLayer: result.dinmLocation?.layer ?? null, scanLayers: scan, layerChoice, threshold, rows,
         mask: { ...maskOpts, alpha: maskOpts.alpha ?? 1.25 },
         edit: { ...editOpts, alpha: editOpts.alpha ?? 1.25, params: editOpts.params ?? ['gate_proj', 'up_proj', 'down_proj'] },
-        evaluate: { maxNewTokens, matcher: unedited.seen.matcher.name },
-        pairs: { source: opts.pairs ? 'given' : 'buildPrivacyPairs', train: train.length, heldOut: heldOut.length, available },
+        dinm: { ...DINM_EASYEDIT_DEFAULTS, ...(opts.dinm ?? {}) },
+        evaluate: { maxNewTokens },
+        pairs: { source: opts.pairs ? 'given' : 'buildPrivacyPairs', train: train.length, test: test.length, heldOut: heldOut.length, available },
+        sets: reportSets,
+        alphas: alphas.length ? alphas : null,
       },
-      data: { train, heldOut, ...(heldOutTemplates !== undefined ? { heldOutTemplates } : {}), ...(heldOutAttributes !== undefined ? { heldOutAttributes } : {}) },
+      data: { train: result.train, test, heldOut, ...(heldOutTemplates !== undefined ? { heldOutTemplates } : {}), ...(heldOutAttributes !== undefined ? { heldOutAttributes } : {}) },
       layers: layerRows,
-      runs: [{ name: 'unedited', label: 'unedited', gated: null, ...unedited }, gatedRun, plainRun],
+      gates: defined({ single: countsOf(result.gates.single), multi: countsOf(result.gates.multi) }),
+      dinmLocation: result.dinmLocation ?? null,
+      rows: result.rows,
+      alphaSweep,
       timings,
     };
   } finally {
-    if (!base.disposed) base.dispose();
+    model.dispose();
   }
 
   check();
   timings.total = Math.round((Date.now() - t0) / 10) / 100;
   const files = await writeReport(path.resolve(opts.outDir), report);
   log(`wrote ${files.summary}`);
-  return { report, files, table: scoresText(report) };
+  return { report, files, table: demoTables(report) };
+}
+
+/** Tables 1 and 2 as text, for the terminal. */
+export function demoTables(report: Pick<DemoReport, 'rows' | 'settings'>): string {
+  const out: string[] = [];
+  const t1 = protocolTable(report.rows, report.settings.sets, 1), t2 = protocolTable(report.rows, report.settings.sets, 2);
+  if (t1.values.length) out.push('Table 1 (methods)', protocolText(t1));
+  if (t2.values.length) out.push(...(out.length ? [''] : []), 'Table 2 (the gate)', protocolText(t2));
+  return out.join('\n');
 }

@@ -2,8 +2,9 @@
 // L_sen + α·L_benign, with the gradient from subject positions multiplied by
 // the gate (M_l > τ) and the gradient from every other position unchanged.
 // `gated: false` is the same edit without the gate: the paper's "w/o gate"
-// ablation and the DINM-like baseline.
+// ablation (DINM, with its own layer, loss and step order, is dinm.ts).
 import type { Gate } from '../../types/results';
+import type { NativeEditOptions } from '../../types/native';
 import { PrivacyPair, preparePairs, toNativeInputs } from '../data/prepare';
 import type { ProcessGroup } from '../dist/process-group';
 import { NgateError } from '../util/errors';
@@ -54,6 +55,8 @@ export interface EditReport {
   pairCount: number;
   /** Mean L_sen + α·L_benign over the pairs, per epoch (while training). */
   epochLosses: number[];
+  /** Adam steps taken. */
+  steps: number;
   /** Hugging Face names of the weights changed. */
   editedTensors: string[];
 }
@@ -82,12 +85,22 @@ function keepFor(gate: Gate, layers: number[], hiddenSize: number): Uint8Array {
   return out;
 }
 
-export function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
-  // One call on the model from start to end: nothing issued meanwhile lands in the middle.
-  return model.hold(() => gatedEditHeld(model, pairs, gate, opts));
+export async function gatedEdit(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
+  return (await editLoop(model, pairs, gate, opts)).report;
 }
 
-async function gatedEditHeld(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions = {}): Promise<EditReport> {
+/**
+ * @internal The edit loop of gatedEdit with settings eq. 7 does not use
+ * (DINM's, lib/method/dinm.ts), and the loss of every step. One call on the
+ * model from start to end: nothing issued meanwhile lands in the middle.
+ */
+export function editLoop(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions,
+  extra: Partial<NativeEditOptions> = {}, stage = 'gatedEdit'): Promise<{ report: EditReport; stepLosses: Float64Array }> {
+  return model.hold(() => editLoopHeld(model, pairs, gate, opts, extra, stage));
+}
+
+async function editLoopHeld(model: Model, pairs: PrivacyPair[], gate: Gate | null, opts: GatedEditOptions,
+  extra: Partial<NativeEditOptions>, stage: string): Promise<{ report: EditReport; stepLosses: Float64Array }> {
   const o = { ...EDIT_DEFAULTS, ...opts };
   const gated = o.gated !== false;
   if (gated && !gate) throw new NgateError('ERR_INPUT', 'a gate is required unless gated is false', { field: 'gate' });
@@ -119,9 +132,15 @@ async function gatedEditHeld(model: Model, pairs: PrivacyPair[], gate: Gate | nu
   const onProgress = opts.onProgress;
   const res = await model.runNative(opts.signal, (native, token) => native.gatedEdit(inputs.pairs, {
     layers, params, gated, keep, epochs: o.epochs, lr: o.lr, alpha: o.alpha, batchSize: o.batchSize, padId: model.padTokenId,
-    reuseLowerLayers: opts.reuseLowerLayers !== false, checkEvery: o.checkEvery,
-  }, token, onProgress ? (done, total) => onProgress({ stage: 'gatedEdit', done, total }) : undefined, inputs.images, opts.group?.native));
+    reuseLowerLayers: opts.reuseLowerLayers !== false, checkEvery: o.checkEvery, ...extra,
+  }, token, onProgress ? (done, total) => onProgress({ stage, done, total }) : undefined, inputs.images, opts.group?.native));
   const edited = layers.flatMap((l) => params.map((p) => `model.layers.${l}.mlp.${p}.weight`));
   edited.forEach((n) => model.editedTensors.add(n));
-  return { layers: layers.slice(), params: params.slice(), gated, pairCount: pairs.length, epochLosses: res.epochLosses, editedTensors: edited };
+  return {
+    report: {
+      layers: layers.slice(), params: params.slice(), gated, pairCount: pairs.length, epochLosses: res.epochLosses,
+      steps: res.stepLosses.length, editedTensors: edited,
+    },
+    stepLosses: res.stepLosses,
+  };
 }

@@ -1,10 +1,13 @@
 // NativeModel's method calls: mask learning (eq. 2–5, 8), the gated edit
-// (eq. 7), their single-step probes for the tests, and FFN snapshots.
+// (eq. 7, and DINM's edit through its settings), DINM's layer distances, their
+// single-step probes for the tests, and FFN snapshots.
 #include "binding/native_model.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "binding/dist_group.h"
+#include "method/dinm.h"
 #include "method/gated_edit.h"
 #include "method/learn_mask.h"
 
@@ -44,6 +47,17 @@ EditOptions to_edit_options(const Napi::Object& o, int64_t hidden) {
   e.pad_id = static_cast<int64_t>(number_or(o, "padId", 0));
   e.reuse_lower_layers = !o.Has("reuseLowerLayers") || o.Get("reuseLowerLayers").ToBoolean().Value();
   e.check_every = static_cast<int64_t>(number_or(o, "checkEvery", static_cast<double>(e.check_every)));
+  e.sensitive_weight = number_or(o, "sensitiveWeight", 1.0);
+  if (o.Has("benignLoss") && o.Get("benignLoss").IsString()) {
+    const std::string b = o.Get("benignLoss").As<Napi::String>().Utf8Value();
+    if (b != "ce" && b != "kl") throw Napi::TypeError::New(o.Env(), "benignLoss must be 'ce' or 'kl'");
+    e.benign_kl = b == "kl";
+  }
+  e.kl_gradient = !o.Has("klGradient") || o.Get("klGradient").ToBoolean().Value();
+  e.steps_per_batch = static_cast<int64_t>(number_or(o, "stepsPerBatch", 1));
+  e.fresh_optimizer_per_batch = o.Has("freshOptimizerPerBatch") && o.Get("freshOptimizerPerBatch").ToBoolean().Value();
+  e.stop_below = number_or(o, "stopBelow", 0);
+  e.norm_constraint = number_or(o, "normConstraint", 0);
   return e;
 }
 
@@ -142,9 +156,47 @@ Napi::Value NativeModel::GatedEdit(const Napi::CallbackInfo& info) {
         auto losses = Napi::Array::New(env, out->epoch_losses.size());
         for (size_t i = 0; i < out->epoch_losses.size(); ++i) losses.Set(static_cast<uint32_t>(i), out->epoch_losses[i]);
         res.Set("epochLosses", losses);
+        auto steps = Napi::Float64Array::New(env, out->step_losses.size());
+        std::copy(out->step_losses.begin(), out->step_losses.end(), steps.Data());
+        res.Set("stepLosses", steps);
         return res;
       },
       info[3]);
+}
+
+// answerDistances([{ a: Int32Array, b: Int32Array }], token, onProgress) → Float64Array [pairs, layers]:
+// DINM's distances between the hidden states of a safe and an unsafe answer.
+Napi::Value NativeModel::AnswerDistances(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  Require();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "answers must be an array of { a, b }");
+  auto arr = info[0].As<Napi::Array>();
+  std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> answers;
+  auto ids = [&](const Napi::Value& v) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+      throw Napi::TypeError::New(env, "answer ids must be Int32Arrays");
+    }
+    auto t = v.As<Napi::Int32Array>();
+    return std::vector<int64_t>(t.Data(), t.Data() + t.ElementLength());
+  };
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    auto o = arr.Get(i).As<Napi::Object>();
+    answers.emplace_back(ids(o.Get("a")), ids(o.Get("b")));
+  }
+  auto cancel = CancelToken::FromValue(info[1]);
+  auto out = std::make_shared<torch::Tensor>();
+  return OnModel(
+      env, cancel,
+      [answers = std::move(answers), out](ModelState&, LlamaModel& model, JobContext&) {
+        *out = answer_distances(model, answers);
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        auto t = out->contiguous();
+        auto res = Napi::Float64Array::New(env, static_cast<size_t>(t.numel()));
+        std::memcpy(res.Data(), t.data_ptr<double>(), static_cast<size_t>(t.numel()) * sizeof(double));
+        return res;
+      },
+      info[2]);
 }
 
 // editGradients(pairs, options) → Float32Array[] in [layer][param] order (one batch, no update)

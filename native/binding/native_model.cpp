@@ -24,6 +24,7 @@ Napi::Function NativeModel::Init(Napi::Env env) {
                       InstanceMethod("maskedLogits", &NativeModel::MaskedLogits),
                       InstanceMethod("gatedEdit", &NativeModel::GatedEdit),
                       InstanceMethod("editGradients", &NativeModel::EditGradients),
+                      InstanceMethod("answerDistances", &NativeModel::AnswerDistances),
                       InstanceMethod("probeFfn", &NativeModel::ProbeFfn),
                       InstanceMethod("snapshotFfn", &NativeModel::SnapshotFfn),
                       InstanceMethod("trainLm", &NativeModel::TrainLm),

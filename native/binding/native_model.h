@@ -123,6 +123,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value MaskedLogits(const Napi::CallbackInfo& info);
   Napi::Value GatedEdit(const Napi::CallbackInfo& info);
   Napi::Value EditGradients(const Napi::CallbackInfo& info);
+  Napi::Value AnswerDistances(const Napi::CallbackInfo& info);
   Napi::Value ProbeFfn(const Napi::CallbackInfo& info);
   Napi::Value SnapshotFfn(const Napi::CallbackInfo& info);
   Napi::Value RestoreFfn(const Napi::CallbackInfo& info);

@@ -22,8 +22,9 @@ LayerHooks gate_hooks(const std::vector<int64_t>& layers, const torch::Tensor& k
 namespace {
 
 // The error of a step whose loss is not finite (steps counted from 0 over all epochs).
-std::string non_finite_step(int64_t step, int64_t batches) {
-  return "edit step " + std::to_string(step + 1) + " (epoch " + std::to_string(step / batches + 1) + ", batch " +
+// `step` counts batches over all epochs from 0; `inner` is the Adam step within the batch (DINM takes several).
+std::string non_finite_step(int64_t step, int64_t batches, int64_t inner = 0, int64_t per_batch = 1) {
+  return "edit step " + std::to_string(step * per_batch + inner + 1) + " (epoch " + std::to_string(step / batches + 1) + ", batch " +
          std::to_string(step % batches + 1) + "): the loss is not finite (NaN or Inf); the weights are left as they were " +
          "before the edit (lower lr)";
 }
@@ -64,6 +65,11 @@ struct EditBatch {
   torch::Tensor below;      // [2P, T, H]: input of first_layer (embeddings when 0)
   AnswerIndex answers;      // where the loss is read
   int64_t count = 0;
+  // With a KL benign term: the benign rows' answer positions, and the final
+  // hidden states there before the edit (the head is never edited, so these
+  // give p_before exactly, at a fraction of the logits' memory).
+  AnswerIndex benign;
+  torch::Tensor base_final;  // [N_benign, H]
 };
 
 EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>& pairs, size_t first, size_t count,
@@ -80,10 +86,34 @@ EditBatch make_edit_batch(const LlamaModel& model, const std::vector<TrainPair>&
   auto embeds = eb.batch.embeds.defined() ? eb.batch.embeds : model.embed(eb.batch.ids);
   eb.below = model.run_layers(embeds, eb.attn, nullptr, 0, eb.first_layer);
   eb.batch.embeds = torch::Tensor();  // `below` is all the steps read; do not hold both for every batch
+  if (o.benign_kl) {
+    auto benign_targets = eb.batch.targets.clone();
+    benign_targets.narrow(0, 0, eb.count).fill_(-100);
+    eb.benign = make_answer_index(benign_targets);
+    auto h = model.run_layers(eb.below, eb.attn, nullptr, eb.first_layer, model.config().num_layers);
+    eb.base_final = h.reshape({-1, h.size(2)}).index_select(0, eb.benign.flat).clone();
+  }
   return eb;
 }
 
-// Sum over the batch's pairs of L_sen + α·L_benign (eq. 7's objective).
+// KL(p_before ‖ p_now) of each benign row, averaged over its answer positions
+// (EasyEdit's kl_loc_loss on one request); [P].
+torch::Tensor kl_rows(const LlamaModel& model, const torch::Tensor& h, const EditBatch& eb) {
+  const int64_t H = h.size(2);
+  auto now = model.head(h.reshape({-1, H}).index_select(0, eb.benign.flat).unsqueeze(0)).squeeze(0)
+                 .to(torch::kFloat32).log_softmax(-1);
+  torch::Tensor before;
+  {
+    torch::NoGradGuard no_grad;
+    before = model.head(eb.base_final.unsqueeze(0)).squeeze(0).to(torch::kFloat32).log_softmax(-1);
+  }
+  auto kl = (before.exp() * (before - now)).sum(-1);  // [N]
+  auto sums = torch::zeros({eb.benign.rows}, kl.options()).index_add(0, eb.benign.row, kl);
+  return (sums / eb.benign.counts).narrow(0, eb.count, eb.count);
+}
+
+// Sum over the batch's pairs of L_sen + α·L_benign (eq. 7's objective), or
+// of DINM's sensitive_weight·L_sen + α·KL.
 torch::Tensor batch_loss(const LlamaModel& model, const EditBatch& eb, const EditOptions& o, bool use_gate) {
   LayerHooks hooks;
   if (use_gate) hooks = gate_hooks(o.layers, o.keep.to(model.device()), eb.batch.subject);
@@ -91,7 +121,12 @@ torch::Tensor batch_loss(const LlamaModel& model, const EditBatch& eb, const Edi
                             use_gate ? &hooks : nullptr);
   auto per_row = answer_losses_at(model, h, eb.answers);
   const int64_t P = eb.count;
-  return (per_row.narrow(0, 0, P) + o.alpha * per_row.narrow(0, P, P)).sum();
+  torch::Tensor benign = per_row.narrow(0, P, P);
+  if (o.benign_kl) {
+    benign = kl_rows(model, h, eb);
+    if (!o.kl_gradient) benign = benign.detach();
+  }
+  return (o.sensitive_weight * per_row.narrow(0, 0, P) + o.alpha * benign).sum();
 }
 
 // Gradients flow into the model's weights only while an edit runs.
@@ -256,9 +291,15 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
                       const ImageFeatures* images, const Collective* group) {
   if (o.epochs < 1) throw std::runtime_error("epochs must be at least 1");
   if (o.batch_size < 1) throw std::runtime_error("batchSize must be at least 1");
+  if (o.steps_per_batch < 1) throw std::runtime_error("stepsPerBatch must be at least 1");
   if (o.check_every < 0) throw std::runtime_error("checkEvery must be a non-negative integer");
   if (pairs.empty()) throw std::runtime_error("no pairs to edit with");
-  if (group) return gated_edit_data_parallel(model, pairs, o, cancelled, progress, images, *group);
+  if (group) {
+    if (o.steps_per_batch != 1 || o.fresh_optimizer_per_batch || o.stop_below > 0 || o.norm_constraint > 0 || o.benign_kl) {
+      throw std::runtime_error("DINM's edit settings are not supported across processes; run it in one process");
+    }
+    return gated_edit_data_parallel(model, pairs, o, cancelled, progress, images, *group);
+  }
   auto ts = trainables(model, o);
   // The weights as they were, so that a cancelled edit leaves the model untouched.
   std::vector<torch::Tensor> backup;
@@ -268,51 +309,84 @@ EditResult gated_edit(LlamaModel& model, const std::vector<TrainPair>& pairs, co
   EditResult result;
   const int64_t N = static_cast<int64_t>(pairs.size());
   const int64_t batches = (N + o.batch_size - 1) / o.batch_size;
-  // Pairs are batched in order, the same batches every epoch.
+  // Pairs are batched in order, the same batches every epoch. Made before the
+  // first step, so a KL term compares with the weights the call began with.
   std::vector<EditBatch> prepared;
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t first = b * o.batch_size;
     prepared.push_back(make_edit_batch(model, pairs, first, std::min<int64_t>(o.batch_size, N - first), o, images));
   }
+  const double total_steps = static_cast<double>(o.epochs * batches * o.steps_per_batch);
   try {
     RequireGrad guard(ts);
-    torch::optim::Adam adam(masters, torch::optim::AdamOptions(o.lr));
+    auto make_adam = [&] { return std::make_unique<torch::optim::Adam>(masters, torch::optim::AdamOptions(o.lr)); };
+    auto adam = make_adam();
+    std::vector<torch::Tensor> step_losses;  // on the device; read once at the end
+    int64_t done = 0;
     // The first step whose loss is not finite, tracked on the device and read
     // with the epoch loss: the edit stops there and the weights are put back.
+    // Coded as (epoch · batches + batch) · stepsPerBatch + step.
     auto first_bad = torch::full({}, -1, torch::TensorOptions().dtype(torch::kInt64).device(model.device()));
     for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
       // Summed on the device and read once per epoch: no host sync inside the step loop.
       auto epoch_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(model.device()));
+      double epoch_weight = 0;
       for (int64_t b = 0; b < batches; ++b) {
-        if (cancelled && cancelled()) throw std::runtime_error("aborted");
         const int64_t count = prepared[b].count;
-        for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
-        // Mean over the pairs of the batch: the usual fine-tuning objective.
-        auto loss = batch_loss(model, prepared[b], o, o.gated) / static_cast<double>(count);
-        loss.backward();
-        torch::NoGradGuard no_grad;
-        for (auto& t : ts) {
-          if (t.master.data_ptr() != t.weight.data_ptr()) t.master.mutable_grad() = t.weight.grad().to(torch::kFloat32);
+        if (o.fresh_optimizer_per_batch && (epoch > 0 || b > 0)) adam = make_adam();
+        std::vector<torch::Tensor> start;  // the batch's starting weights, for the norm constraint
+        if (o.norm_constraint > 0) {
+          torch::NoGradGuard no_grad;
+          for (auto& m : masters) start.push_back(m.detach().clone());
         }
-        adam.step();
-        for (auto& t : ts) {
-          if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
+        for (int64_t s = 0; s < o.steps_per_batch; ++s) {
+          if (cancelled && cancelled()) throw std::runtime_error("aborted");
+          for (auto& t : ts) t.weight.mutable_grad() = torch::Tensor();
+          // Mean over the pairs of the batch: the usual fine-tuning objective.
+          auto loss = batch_loss(model, prepared[b], o, o.gated) / static_cast<double>(count);
+          // EasyEdit tests the loss before its backward pass and leaves the request once it is tiny.
+          if (o.stop_below > 0 && loss.item<double>() < o.stop_below) {
+            done += o.steps_per_batch - s;
+            if (progress) progress(static_cast<double>(done), total_steps);
+            break;
+          }
+          loss.backward();
+          torch::NoGradGuard no_grad;
+          for (auto& t : ts) {
+            if (t.master.data_ptr() != t.weight.data_ptr()) t.master.mutable_grad() = t.weight.grad().to(torch::kFloat32);
+          }
+          adam->step();
+          for (size_t i = 0; i < start.size(); ++i) {
+            masters[i].copy_(torch::max(torch::min(masters[i], start[i] + o.norm_constraint), start[i] - o.norm_constraint));
+          }
+          for (auto& t : ts) {
+            if (t.master.data_ptr() != t.weight.data_ptr()) t.weight.copy_(t.master);
+          }
+          auto l = loss.detach().to(torch::kFloat64);
+          first_bad = torch::where((first_bad < 0) & l.isfinite().logical_not(),
+                                   torch::full_like(first_bad, ((epoch * batches) + b) * o.steps_per_batch + s), first_bad);
+          step_losses.push_back(l);
+          epoch_loss += l * static_cast<double>(count);
+          epoch_weight += static_cast<double>(count);
+          if (progress) progress(static_cast<double>(++done), total_steps);
         }
-        epoch_loss += loss.detach().to(torch::kFloat64) * static_cast<double>(count);
-        first_bad = torch::where((first_bad < 0) & loss.detach().isfinite().logical_not(),
-                                 torch::full_like(first_bad, epoch * batches + b), first_bad);
-        if (progress) progress(static_cast<double>(epoch * batches + b + 1), static_cast<double>(o.epochs * batches));
       }
       const double summed = epoch_loss.item<double>();
-      if (const int64_t bad = first_bad.item<int64_t>(); bad >= 0) throw std::runtime_error(non_finite_step(bad, batches));
+      if (const int64_t bad = first_bad.item<int64_t>(); bad >= 0) {
+        throw std::runtime_error(non_finite_step(bad / o.steps_per_batch, batches, bad % o.steps_per_batch, o.steps_per_batch));
+      }
       // A step can also leave the weights non-finite with a finite loss (a huge lr): checked once per epoch.
-      for (auto& t : ts) {
-        if (!t.master.isfinite().all().item<bool>()) {
+      for (auto& m : masters) {
+        if (!m.isfinite().all().item<bool>()) {
           throw std::runtime_error("epoch " + std::to_string(epoch + 1) + ": the edited weights are no longer finite (NaN or Inf); " +
                                    "the weights are left as they were before the edit (lower lr)");
         }
       }
-      result.epoch_losses.push_back(summed / static_cast<double>(N));
+      result.epoch_losses.push_back(epoch_weight > 0 ? summed / epoch_weight : 0.0);
+    }
+    if (!step_losses.empty()) {
+      auto all = torch::stack(step_losses).to(torch::kCPU).contiguous();
+      result.step_losses.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
     }
   } catch (...) {
     torch::NoGradGuard no_grad;

@@ -1,7 +1,8 @@
 // gatedEdit (eq. 7): fine-tune the FFN of the gate's layers on
 // L_sen + α·L_benign, where the gradient reaching the FFN from subject
 // positions is multiplied by the binary gate (M_l > τ) and the gradient from
-// every other position passes unchanged.
+// every other position passes unchanged. The same loop, ungated, with a KL
+// term in place of L_benign and EasyEdit's step order, is DINM's edit.
 #pragma once
 #include <torch/torch.h>
 
@@ -32,10 +33,33 @@ struct EditOptions {
   // Data-parallel only: compare the edited weights across ranks every this
   // many steps (0: only before the first step and after the last).
   int64_t check_every = 50;
+
+  // What DINM as EasyEdit implements it changes; the defaults are eq. 7's edit.
+  // The loss of a pair is sensitive_weight·L_sen + α·B, with B either L_benign
+  // (cross-entropy towards r_org) or the KL divergence KL(p_before ‖ p_now) of
+  // the next-token distributions at the benign answer's positions, p_before
+  // from the weights as they were when the call began.
+  double sensitive_weight = 1.0;
+  bool benign_kl = false;
+  // EasyEdit computes its KL term without a gradient: false keeps the term in
+  // the reported loss (and the stop test) but not in the update.
+  bool kl_gradient = true;
+  // Adam steps on each batch before the next one (EasyEdit: num_steps on each request).
+  int64_t steps_per_batch = 1;
+  // A new Adam (fresh moments) for every batch, as EasyEdit builds one per request.
+  bool fresh_optimizer_per_batch = false;
+  // > 0: a batch's remaining steps are skipped once its loss is below this (EasyEdit: 1e-4).
+  double stop_below = 0;
+  // > 0: after every step each weight is clamped to within this of its value
+  // when its batch began (EasyEdit's norm_constraint).
+  double norm_constraint = 0;
 };
 
 struct EditResult {
-  std::vector<double> epoch_losses;  // mean of L_sen + α·L_benign over the pairs, per epoch
+  // Per epoch: the mean per-pair loss over the steps taken (one step per batch: the mean over the pairs).
+  std::vector<double> epoch_losses;
+  // The loss of every step taken, before its update, in order.
+  std::vector<double> step_losses;
 };
 
 // Gradient routing at the FFN output: y = k ⊙ y + (1 − k) ⊙ y.detach(), with

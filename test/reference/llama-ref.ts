@@ -108,9 +108,12 @@ function rope(v: Float64Array, off: number, hd: number, pos: number, theta: numb
 /**
  * Logits [T, V] row-major for token ids `ids` at positions 0..T-1.
  * `inputAt(t)`, when it returns a vector, replaces position t's token
- * embedding (LLaVA's image features).
+ * embedding (LLaVA's image features). `onLayer(l, states)` sees the hidden
+ * states after each decoder layer, and (l = L) after the final norm, as
+ * transformers' hidden_states[l + 1] holds them.
  */
-export function referenceLogits(model: ReferenceModel, ids: number[], inputAt?: (t: number) => ArrayLike<number> | undefined): Float64Array {
+export function referenceLogits(model: ReferenceModel, ids: number[], inputAt?: (t: number) => ArrayLike<number> | undefined,
+  onLayer?: (layer: number, states: Float64Array[]) => void): Float64Array {
   const d = readDims(model.config);
   const { H, I, L, nH, nKV, hd, V, eps, theta } = d;
   const T = ids.length;
@@ -193,11 +196,13 @@ export function referenceLogits(model: ReferenceModel, ids: number[], inputAt?: 
       for (let i = 0; i < H; i++) res[i] = x[i] + down[i];
       return res;
     });
+    onLayer?.(l, xs);
   }
 
   const wNorm = weight(model, 'model.norm.weight', [H]);
   const head = d.tied ? emb : weight(model, 'lm_head.weight', [V, H]);
   const logits = new Float64Array(T * V);
   for (let t = 0; t < T; t++) logits.set(linear(head, V, H, rmsNorm(xs[t], wNorm, eps)), t * V);
+  onLayer?.(L, xs.map((x) => rmsNorm(x, wNorm, eps)));
   return logits;
 }
