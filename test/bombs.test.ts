@@ -11,6 +11,7 @@ import sharp from 'sharp';
 import { learnMask, loadModel, Model, readPairsFile, readPairsFileSync } from '../lib';
 import { main } from '../lib/cli';
 import { makeTempDir, writeTinyLlama, writeTinyLlava } from './fixtures/checkpoint';
+import { ensureAddon } from '../lib/model/native';
 
 /** Rejects when `p` has not settled within `ms`: a hang fails the test instead of stalling the suite. */
 async function within<T>(p: Promise<T>, ms = 5000): Promise<T> {
@@ -145,5 +146,50 @@ describe('paths that are not regular files', () => {
     expect(err).toMatch(/FIFO/);
     expect(await within(main(['eval', '--pairs', fifo], io))).toBe(2);
     expect(await within(main(['inspect', '/dev/zero'], io))).toBe(2);
+  });
+});
+
+describe('the native tensor reader', () => {
+  // lib/model/safetensors.ts refuses a shape whose byte size passes 2^53 (it
+  // multiplies in BigInt); native code re-checks every range on its own, so
+  // these hand it a spec that skipped that check.
+  // Two shapes whose element count wraps in 64 bits: [2^62, 4] to 0 elements
+  // (an empty range), and (2^32+1)(2^32-1) twice, = (-1)(-1) = 1 mod 2^64, to
+  // one float32 (a 4-byte range) that from_blob would view as 2^128 elements.
+  // libtorch 1.13 refuses both too (its own overflow checks, in its words);
+  // the reader's check does not rely on them and names the tensor's count.
+  test.each([
+    ['2^62 x 4', [2 ** 62, 4], 0],
+    ['(2^32+1)(2^32-1) twice', [2 ** 32 + 1, 2 ** 32 - 1, 2 ** 32 + 1, 2 ** 32 - 1], 4],
+  ])('refuses a shape whose element count overflows 64 bits (%s), naming the tensor and file', async (_, shape, bytes) => {
+    const wrapped = { shape: shape as number[], bytes: bytes as number };
+    const work = makeTempDir('ngate-bombs-native-');
+    const { dir } = writeTinyLlama(path.join(work, 'llama'), { seed: 4 });
+    type Spec = { tensors: { name: string; shape: number[]; begin: number; end: number }[] };
+    const addon = await ensureAddon();
+    const RealNativeModel = addon.NativeModel;
+    // The methods of an addon class are read-only: the load of each new
+    // instance is shadowed by one that edits the spec on its way in.
+    addon.NativeModel = new Proxy(RealNativeModel, {
+      construct(target, args) {
+        const native = Reflect.construct(target, args) as { load: (spec: Spec, ...rest: unknown[]) => unknown };
+        const realLoad = native.load;
+        Object.defineProperty(native, 'load', {
+          value: (spec: Spec, ...rest: unknown[]) => {
+            const t = spec.tensors[0]!;
+            spec.tensors[0] = { ...t, shape: wrapped.shape, end: t.begin + wrapped.bytes };
+            return realLoad.call(native, spec, ...rest);
+          },
+        });
+        return native;
+      },
+    });
+    try {
+      const e = await failure(loadModel(dir));
+      expect(e.message).toMatch(/has more elements than 2\^64/);
+      expect(e.message).toContain('model.safetensors');
+    } finally {
+      addon.NativeModel = RealNativeModel;
+    }
   });
 });

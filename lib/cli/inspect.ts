@@ -24,6 +24,7 @@ import { NgateError } from '../util/errors';
 import { readTextBounded, regularFile } from '../util/files';
 import { addOutputOptions, Context, Define, UsageError } from './shared';
 import { maskStats, maskStatsText, meanLoss } from './learn-mask';
+import { parseJson } from '../util/json';
 
 interface Inspection { kind: string; path: string; [k: string]: unknown }
 
@@ -58,7 +59,7 @@ function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
   const index = path.join(dir, torchSaved ? 'pytorch_model.bin.index.json' : 'model.safetensors.index.json');
   let shardNames: string[];
   if (fs.existsSync(index)) {
-    const map = (JSON.parse(readTextBounded(index, 'ERR_CHECKPOINT')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+    const map = (parseJson(readTextBounded(index, 'ERR_CHECKPOINT')) as { weight_map?: Record<string, string> }).weight_map ?? {};
     shardNames = [...new Set(Object.values(map))].sort();
   } else {
     shardNames = [torchSaved ? 'pytorch_model.bin' : 'model.safetensors'];
@@ -73,7 +74,7 @@ function inspectCheckpoint(dir: string): { doc: Inspection; text: string } {
   const has = (f: string) => fs.existsSync(path.join(dir, f));
   let chatTemplate = has('chat_template.jinja') || has('chat_template.json');
   if (!chatTemplate && has('tokenizer_config.json')) {
-    try { chatTemplate = typeof (JSON.parse(readTextBounded(path.join(dir, 'tokenizer_config.json'), 'ERR_TOKENIZER')) as { chat_template?: unknown }).chat_template !== 'undefined'; } catch { /* reported by loadModel, not here */ }
+    try { chatTemplate = typeof (parseJson(readTextBounded(path.join(dir, 'tokenizer_config.json'), 'ERR_TOKENIZER')) as { chat_template?: unknown }).chat_template !== 'undefined'; } catch { /* reported by loadModel, not here */ }
   }
   const c = config;
   const summary = {
@@ -250,7 +251,7 @@ async function inspectPath(target: string): Promise<{ doc: Inspection; text: str
   }
   if (abs.endsWith('.json')) {
     let v: { format?: unknown; architectures?: unknown } | null = null;
-    try { v = JSON.parse(readTextBounded(abs, 'ERR_INPUT')); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
+    try { v = parseJson(readTextBounded(abs, 'ERR_INPUT')) as { format?: unknown; architectures?: unknown } | null; } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
     if (v?.format === REPORT_FORMAT) return inspectReport(abs);
     if (v?.format === COMPARE_REPORT_FORMAT) return inspectCompareReport(abs);
     if (v?.format === EVAL_REPORT_FORMAT) return inspectEvalReport(abs, v as unknown as EvalReportFile);

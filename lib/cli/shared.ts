@@ -17,6 +17,7 @@ import { makeRefusalMatcher, RefusalMatcher } from '../method/refusal';
 import { NgateError } from '../util/errors';
 import { readTextBounded } from '../util/files';
 import type { NgateWarning } from '../util/warnings';
+import { parseJson } from '../util/json';
 
 export interface CliIo {
   stdout: { write(s: string): unknown };
@@ -386,7 +387,7 @@ export function readRefusalList(file: string): string[] {
   const text = readTextBounded(abs, 'ERR_INPUT');
   if (/^\s*\[/.test(text)) {
     let v: unknown;
-    try { v = JSON.parse(text); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
+    try { v = parseJson(text); } catch (e) { throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs }); }
     if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw new NgateError('ERR_INPUT', 'must be a JSON array of strings', { file: abs });
     return v as string[];
   }

@@ -8,6 +8,7 @@ import type { PrivacyPair } from './prepare';
 import { tempNameBeside } from '../util/atomic-write';
 import { NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
+import { parseJson } from '../util/json';
 
 /** One problem in a pairs file (line is 1-based) or in a list of pairs to write (index is 0-based). */
 export interface PairsFileIssue { line?: number; index?: number; field?: string; message: string }
@@ -105,7 +106,7 @@ function parsePairs(bytes: Buffer, file: string, opts: ReadPairsOptions): Privac
     if (lineText.trim() === '') continue;
     let value: unknown;
     try {
-      value = JSON.parse(lineText);
+      value = parseJson(lineText);
     } catch (e) {
       issues.push({ line, message: `is not valid JSON (${(e as Error).message})` });
       continue;

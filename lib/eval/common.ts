@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
 import type { BenchmarkCounts, BenchmarkItem, BenchmarkOutcome } from './types';
+import { parseJson } from '../util/json';
 
 export function fileError(file: string, reason: string, field?: string): NgateError {
   return new NgateError('ERR_INPUT', reason, { file, ...(field !== undefined ? { field } : {}) });
@@ -23,7 +24,7 @@ export function existing(p: string, what: string, kind?: 'file' | 'dir'): string
 export function readJson(file: string): unknown {
   const text = fs.readFileSync(file, 'utf8');
   try {
-    return JSON.parse(text);
+    return parseJson(text);
   } catch (e) {
     throw fileError(file, `not valid JSON: ${(e as Error).message}`);
   }

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { NgateError } from '../util/errors';
 import { ROW_IDS, RowId } from './compare';
 import { BENCHMARK_KINDS, BenchmarkKind } from './types';
+import { parseJson } from '../util/json';
 
 const num = z.number();
 const nonNeg = num.min(0);
@@ -68,7 +69,7 @@ export function readCompareConfig(file: string): CompareConfig {
   if (!fs.existsSync(abs)) throw new NgateError('ERR_MISSING_FILE', 'the compare config does not exist', { file: abs });
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(abs, 'utf8'));
+    raw = parseJson(fs.readFileSync(abs, 'utf8'));
   } catch (e) {
     throw new NgateError('ERR_INPUT', `not valid JSON: ${(e as Error).message}`, { file: abs });
   }

@@ -8,6 +8,7 @@ import * as path from 'path';
 import { byTask, existing, fileError, findImage, outcomesOf, rate, tally } from './common';
 import { parsePope, popeOfficial, POPE_RULE } from './parse';
 import type { BenchmarkItem, BenchmarkScore } from './types';
+import { parseJson } from '../util/json';
 
 export const POPE_VARIANTS = ['random', 'popular', 'adversarial'] as const;
 
@@ -39,7 +40,7 @@ export function readPope(data: string, images: string): BenchmarkItem[] {
       const where = `line ${i + 1}`;
       let v: Record<string, unknown>;
       try {
-        v = JSON.parse(line) as Record<string, unknown>;
+        v = parseJson(line) as Record<string, unknown>;
       } catch (e) {
         throw fileError(file, `${where}: not valid JSON: ${(e as Error).message}`);
       }

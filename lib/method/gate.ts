@@ -7,6 +7,7 @@ import { writeFileAtomic } from '../util/atomic-write';
 import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensorsFile } from '../model/safetensors';
 import type { SafetensorsDtype, SafetensorsHeader } from '../model/safetensors';
 import type { Gate, GateLayerCounts, MaskLoss, MaskSet } from '../../types/results';
+import { parseJson } from '../util/json';
 
 // By tag, not instanceof: arrays made by the addon or another realm (a vm
 // context, a worker) have their own constructors.
@@ -425,7 +426,7 @@ function metaJson(header: SafetensorsHeader, key: string, fail: (reason: string,
   const raw = header.metadata[key];
   if (raw === undefined) fail('missing from the metadata', key);
   try {
-    return JSON.parse(raw);
+    return parseJson(raw);
   } catch (e) {
     fail(`metadata is not valid JSON: ${(e as Error).message}`, key);
   }

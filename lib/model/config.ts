@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
+import { parseJson } from '../util/json';
 
 export type ModelDtype = 'float32' | 'float16' | 'bfloat16';
 
@@ -222,7 +223,7 @@ function readConfigJson(file: string): unknown {
   let json: unknown;
   try {
     // Strip a BOM: some editors on Windows add one and JSON.parse rejects it.
-    json = JSON.parse(text.replace(/^\uFEFF/, ''));
+    json = parseJson(text.replace(/^\uFEFF/, ''));
   } catch (e) {
     throw new NgateError('ERR_CONFIG', `invalid JSON: ${(e as Error).message}`, { file, cause: e });
   }

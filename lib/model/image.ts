@@ -17,6 +17,7 @@ import type { ClipVisionConfig } from './config';
 import { NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
 import { checkLimit, limits } from '../util/limits';
+import { parseJson } from '../util/json';
 
 /** An image as the API takes it: a file path or the bytes of a JPEG or PNG file. */
 export type ImageInput = string | Buffer | Uint8Array;
@@ -79,7 +80,7 @@ export function readPreprocessorConfig(dir: string, vision: ClipVisionConfig): I
   let j: Record<string, unknown>;
   regularFile(file, 'ERR_CONFIG');
   try {
-    j = JSON.parse(fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, ''));
+    j = parseJson(fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, '')) as Record<string, unknown>;
   } catch (e) {
     throw new NgateError('ERR_CONFIG', `invalid JSON: ${(e as Error).message}`, { file, cause: e });
   }

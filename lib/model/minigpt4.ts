@@ -12,6 +12,7 @@ import * as path from 'path';
 import { NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
 import type { Tokenizer } from './tokenizer';
+import { parseJson } from '../util/json';
 
 export const MINIGPT4_DESCRIPTOR = 'minigpt4.json';
 
@@ -241,7 +242,7 @@ function readText(file: string): string {
 export function readMiniGpt4Descriptor(file: string): MiniGpt4Config {
   let json: unknown;
   try {
-    json = JSON.parse(readText(file));
+    json = parseJson(readText(file));
   } catch (e) {
     if (e instanceof NgateError) throw e;
     throw new NgateError('ERR_CONFIG', `invalid JSON: ${(e as Error).message}`, { file, cause: e });
@@ -261,6 +262,8 @@ function loadYaml(file: string): Record<string, unknown> {
     doc = yaml.safeLoad(readText(file), { filename: file });
   } catch (e) {
     if (e instanceof NgateError) throw e;
+    // js-yaml descends recursively: a deeply nested document overflows the stack inside it.
+    if (e instanceof RangeError) throw new NgateError('ERR_CONFIG', 'invalid YAML: nests deeper than a configuration can (the parser ran out of stack)', { file, cause: e });
     throw new NgateError('ERR_CONFIG', `invalid YAML: ${(e as Error).message.split('\n')[0]}`, { file, cause: e });
   }
   if (!isObject(doc)) throw new NgateError('ERR_CONFIG', 'must contain a YAML mapping', { file });

@@ -18,6 +18,7 @@ import {
   serializeMiniGpt4Descriptor,
 } from './minigpt4';
 import { Tokenizer } from './tokenizer';
+import { parseJson } from '../util/json';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -213,7 +214,7 @@ function listIndexed(dir: string, indexName: string, read: (file: string) => Map
   let index: unknown;
   regularFile(indexFile, 'ERR_CHECKPOINT');
   try {
-    index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+    index = parseJson(fs.readFileSync(indexFile, 'utf8'));
   } catch (e) {
     throw new NgateError('ERR_CHECKPOINT', `not valid JSON: ${(e as Error).message}`, { file: indexFile });
   }
@@ -346,7 +347,7 @@ function readGenerationEos(dir: string): number[] {
   if (!fs.existsSync(file)) return [];
   regularFile(file, 'ERR_CHECKPOINT');
   try {
-    const g = JSON.parse(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown };
+    const g = parseJson(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown };
     const e = g.eos_token_id;
     if (typeof e === 'number') return [e];
     if (Array.isArray(e)) return e.filter((x): x is number => typeof x === 'number');

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
+import { parseJson } from '../util/json';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -126,7 +127,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     }
     let json: unknown;
     try {
-      json = JSON.parse(text);
+      json = parseJson(text);
     } catch (e) {
       fail(file, `header is not valid JSON: ${(e as Error).message}`, e);
     }

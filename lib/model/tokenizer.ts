@@ -16,6 +16,7 @@ import type { Encoding as HfEncoding } from 'tokenizers';
 import { Template } from '@huggingface/jinja';
 import { NgateError } from '../util/errors';
 import { regularFile } from '../util/files';
+import { parseJson } from '../util/json';
 
 export interface Encoded {
   ids: number[];
@@ -79,7 +80,7 @@ async function readIfExists(file: string): Promise<string | null> {
 function parseJsonObject(file: string, text: string): Json {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text);
   } catch (err) {
     throw new NgateError('ERR_TOKENIZER', `not valid JSON: ${(err as Error).message}`, { file, cause: err });
   }

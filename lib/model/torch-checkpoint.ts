@@ -176,7 +176,13 @@ function recordRange(fd: number, file: string, size: number, entry: ZipEntry): [
 // ---------------------------------------------------------------------------
 // The pickle interpreter.
 
-const MAX_PICKLE = 1024 * 1024 * 1024;
+// Bounds on data.pkl. A checkpoint's pickle describes its tensors: ~15
+// instructions and ~100 bytes each, so a 70B model with its optimizer state
+// stays under a megabyte and 10^5 instructions. Without a bound, two-byte
+// instructions (EMPTY_LIST, APPEND) build ~60 bytes of heap each: a 1 GiB
+// pickle would ask for 30 GB.
+const MAX_PICKLE = 256 * 1024 * 1024;
+const MAX_PICKLE_OPS = 4_000_000;
 const MARK = Symbol('mark');
 type StackItem = PickleValue | typeof MARK;
 
@@ -292,7 +298,8 @@ export function unpickle(data: Uint8Array, ctx: PickleContext): PickleValue {
     }
   };
 
-  for (;;) {
+  for (let ops = 1; ; ops++) {
+    if (ops > MAX_PICKLE_OPS) fail(file, `data.pkl runs more than ${MAX_PICKLE_OPS} instructions; a checkpoint's describes its tensors in a few per tensor`);
     const op = u8();
     switch (op) {
       case 0x80: u8(); break;                                    // PROTO

@@ -9,6 +9,7 @@ import { writeFileAtomic } from '../util/atomic-write';
 import { COMPARE_REPORT_FORMAT, COMPARE_REPORT_VERSION, CompareReport, DemoReport, REPORT_FORMAT, REPORT_VERSION } from './format';
 import { maskShareSvg, strongShareSvg } from './plots';
 import { compareSummaryMarkdown, summaryMarkdown } from './summary';
+import { parseJson } from '../util/json';
 
 // Files.
 
@@ -34,7 +35,7 @@ function readJsonReport(file: string): Record<string, unknown> {
   let raw: unknown;
   if (fs.existsSync(file)) regularFile(file, 'ERR_INPUT');  // a missing one: the read's own error below
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    raw = parseJson(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'ERR_MISSING_FILE' : 'ERR_INPUT';
     throw new NgateError(code, code === 'ERR_MISSING_FILE' ? 'does not exist' : `not valid JSON: ${(e as Error).message}`, { file });

@@ -77,10 +77,14 @@ torch::Tensor view_tensor(const MappedFile& file, const std::string& name, const
   uint64_t count = 1;
   for (int64_t s : shape) {
     if (s < 0) throw std::runtime_error(file.path() + ": tensor " + name + " has a negative dimension");
-    count *= static_cast<uint64_t>(s);
+    // Checked: a wrapped product could equal the range (or 0) and pass the
+    // size test below with a shape whose numel is astronomically large.
+    if (__builtin_mul_overflow(count, static_cast<uint64_t>(s), &count)) {
+      throw std::runtime_error(file.path() + ": tensor " + name + " has more elements than 2^64");
+    }
   }
-  const uint64_t bytes = count * c10::elementSize(type);
-  if (bytes != end - begin) {
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(count, static_cast<uint64_t>(c10::elementSize(type)), &bytes) || bytes != end - begin) {
     throw std::runtime_error(file.path() + ": tensor " + name + " byte count does not match its shape");
   }
   if (bytes == 0) return torch::empty(shape, torch::TensorOptions().dtype(type));
