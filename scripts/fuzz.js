@@ -21,8 +21,8 @@ let out = path.join(root, 'build', 'fuzz');
 const bundleDir = path.join(root, 'build', 'fuzz', `bundle-${process.pid}`);
 process.on('exit', () => fs.rmSync(bundleDir, { recursive: true, force: true }));
 const TARGETS = ['safetensors', 'masks', 'gate', 'pairs', 'torch-checkpoint', 'torch-pickle', 'minigpt4-yaml', 'minigpt4-descriptor', 'model-config'];
-// The JS export of each target name (targets.ts).
-const EXPORT = { 'torch-checkpoint': 'torchCheckpoint', 'torch-pickle': 'torchPickle', 'minigpt4-yaml': 'minigpt4Yaml', 'minigpt4-descriptor': 'minigpt4Descriptor', 'model-config': 'modelConfig' };
+// The JS export of a target name in targets.ts: the name in camelCase.
+const exportOf = (target) => target.replace(/-(\w)/g, (_, c) => c.toUpperCase());
 // Limits that make a hang or an unbounded allocation a finding.
 const TIMEOUT_MS = 10000;
 const RSS_LIMIT_MB = 2048;
@@ -62,7 +62,7 @@ function fuzzOne(target, o) {
   fs.mkdirSync(kept, { recursive: true });
   fs.mkdirSync(findings, { recursive: true });
   require(path.join(bundleDir, 'seeds.js')).writeSeeds(target, path.join(out, 'seeds', target));
-  const common = [path.join(bundleDir, 'targets.js'), '-f', EXPORT[target] ?? target, '--sync', '--timeout', String(TIMEOUT_MS),
+  const common = [path.join(bundleDir, 'targets.js'), '-f', exportOf(target), '--sync', '--timeout', String(TIMEOUT_MS),
     // The readers open files by design (a pairs file names images): not a path traversal.
     '--disable_bug_detectors', 'path-traversal', '--disable_bug_detectors', 'command-injection'];
   const engine = [`-rss_limit_mb=${RSS_LIMIT_MB}`, `-max_len=${MAX_LEN}`, `-artifact_prefix=${findings}/${target}-`, '-print_final_stats=1'];

@@ -95,16 +95,14 @@ function ensureEngine() {
   if (process.platform !== 'linux' || process.arch !== 'x64' || !/GLIBC_2\.38|GLIBCXX_3\.4\.32/.test(r.stderr)) {
     throw new Error(`Jazzer.js's fuzzing engine does not load here:\n${r.stderr}`);
   }
-  const dir = engineDir();
-  const original = path.join(dir, 'prebuilds', 'fuzzer-linux-x64.node');
+  const original = path.join(engineDir(), 'prebuilds', 'fuzzer-linux-x64.node');
   const bytes = fs.readFileSync(original);
   const sha = crypto.createHash('sha256').update(bytes).digest('hex');
   if (sha !== SHIPPED_SHA256) throw new Error(`${original}: sha256 ${sha} is not the Jazzer.js 4.0.0 engine this patch was written for`);
-  const target = patched;
-  fs.mkdirSync(path.dirname(target), { recursive: true });
-  const tmp = `${target}.${process.pid}.tmp`;
+  fs.mkdirSync(path.dirname(patched), { recursive: true });
+  const tmp = `${patched}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, patch(Buffer.from(bytes)));
-  fs.renameSync(tmp, target);
+  fs.renameSync(tmp, patched);
   r = engineLoads();
   if (!r.ok) throw new Error(`Jazzer.js's fuzzing engine still does not load after the glibc patch:\n${r.stderr}`);
   return 'patched for glibc < 2.38';

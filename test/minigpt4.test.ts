@@ -10,7 +10,7 @@ import { loadModel, Model, readSafetensorsHeader } from '../lib';
 import { NgateError } from '../lib/util/errors';
 import { readMiniGpt4Descriptor } from '../lib/model/minigpt4';
 import { makeTempDir } from './fixtures/checkpoint';
-import { TinyMiniGpt4, writeTinyMiniGpt4 } from './fixtures/minigpt4';
+import { minigpt4EvalYaml, TinyMiniGpt4, writeTinyMiniGpt4 } from './fixtures/minigpt4';
 import { ordered, PyTensor, torchSave } from './fixtures/torch-save';
 import { referenceLogits } from './reference/llama-ref';
 import { referenceMiniGpt4Embeddings } from './reference/minigpt4-ref';
@@ -186,22 +186,7 @@ describe('MiniGPT-4 from its three files', () => {
   llama_model: "${path.join(fx.dir, 'Llama-2-7b-chat-hf')}"
 `);
     const yaml = path.join(repo, 'eval_configs', 'minigpt4_llama2_eval.yaml');
-    fs.writeFileSync(yaml, `model:
-  arch: minigpt4
-  model_type: pretrain_llama2
-  max_txt_len: 160
-  end_sym: "</s>"
-  low_resource: True
-  prompt_template: '[INST] {} [/INST] '
-  ckpt: '${path.join(fx.dir, 'pretrained_minigpt4_llama2_7b.pth')}'
-
-datasets:
-  cc_sbu_align:
-    vis_processor:
-      train:
-        name: "blip2_image_eval"
-        image_size: 224
-`);
+    fs.writeFileSync(yaml, minigpt4EvalYaml(path.join(fx.dir, 'pretrained_minigpt4_llama2_7b.pth')));
     const torchHome = tmp();
     fs.mkdirSync(path.join(torchHome, 'hub', 'checkpoints'), { recursive: true });
     fs.copyFileSync(path.join(fx.dir, 'eva_vit_g.pth'), path.join(torchHome, 'hub', 'checkpoints', 'eva_vit_g.pth'));

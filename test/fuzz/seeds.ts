@@ -8,6 +8,7 @@ import { writeSafetensorsFile } from '../../lib/model/safetensors';
 import { gateFromCounts, saveGate, saveMasks } from '../../lib/method/gate';
 import { formatPairs } from '../../lib/data/pairs-file';
 import { dict, ordered, PyTensor, torchSave, tuple, pickleValue } from '../fixtures/torch-save';
+import { minigpt4EvalYaml } from '../fixtures/minigpt4';
 import type { TargetName } from './targets';
 
 function f32(n: number, at: (i: number) => number): Uint8Array {
@@ -16,22 +17,7 @@ function f32(n: number, at: (i: number) => number): Uint8Array {
   return new Uint8Array(a.buffer);
 }
 
-const YAML = `model:
-  arch: minigpt4
-  model_type: pretrain_llama2
-  max_txt_len: 160
-  end_sym: "</s>"
-  prompt_template: '[INST] {} [/INST] '
-  llama_model: Llama-2-7b-chat-hf
-  ckpt: pretrained_minigpt4_llama2_7b.pth
-  vit_checkpoint: eva_vit_g.pth
-datasets:
-  cc_sbu_align:
-    vis_processor:
-      train:
-        name: "blip2_image_eval"
-        image_size: 224
-`;
+const YAML = minigpt4EvalYaml('pretrained_minigpt4_llama2_7b.pth', ['llama_model: Llama-2-7b-chat-hf', 'vit_checkpoint: eva_vit_g.pth']);
 
 /** Writes the seeds of `target` into `dir` (created); returns the files written. */
 export function writeSeeds(target: TargetName, dir: string): string[] {
